@@ -1,0 +1,1 @@
+"""Benchmarks of sklearn_deltagrad (run from the repository root)."""

@@ -1,0 +1,121 @@
+"""Curvature models for the replay's approximate iterations.
+
+An approximate iteration estimates the regularised gradient of the *original* batch at
+the new iterate ``w'`` from the cached one at ``w``: ``g(w) + alpha P w + B (w' - w)``.
+``B`` is the curvature model:
+
+- ``LBFGS``: the direct L-BFGS matrix of the last ``m`` pairs ``(s, y)`` in its compact
+  (Byrd-Nocedal-Schnabel) form ``B = sigma I - [sigma S, Y] M^-1 [sigma S; Y]^T``,
+  with ``M = [[sigma S S^T, L], [L^T, -D]]`` factorised once per new pair, so each
+  product costs ``O(m d)``;
+- ``HESSIAN``: the loss Hessian at ``w`` of the first rows of the batch (batches are
+  random permutations, so these are a random subset fixed by ``random_state``) plus
+  ``alpha P``, costing ``O(rows * d)`` per product.
+"""
+
+import numpy as np
+from numba import njit
+
+from ._kernels.cpu import add_penalty, hessian_vector_sum
+
+LBFGS = 0
+HESSIAN = 1
+
+CURVATURE_CODES = {"lbfgs": LBFGS, "hessian": HESSIAN}
+
+# A pair is kept only if s'y > _MIN_CURVATURE * s's; the middle matrix is used only
+# while its condition number stays below _MAX_CONDITION.
+_MIN_CURVATURE = 1e-10
+_MAX_CONDITION = 1e12
+_MIN_SIGMA = 1e-8
+
+
+@njit(cache=True)
+def lbfgs_push_pair(S, Yp, n_pairs, s, y):
+    """Append a pair if it is usable; drop the oldest when full. Returns ``n_pairs``."""
+    ss = np.dot(s, s)
+    if ss <= 1e-30 or np.dot(s, y) <= _MIN_CURVATURE * ss:
+        return n_pairs
+    memory = S.shape[0]
+    if n_pairs == memory:
+        for i in range(memory - 1):
+            S[i] = S[i + 1]
+            Yp[i] = Yp[i + 1]
+        n_pairs -= 1
+    S[n_pairs] = s
+    Yp[n_pairs] = y
+    return n_pairs + 1
+
+
+@njit(cache=True)
+def lbfgs_factorize(S, Yp, n_pairs, alpha, middle_inv):
+    """Invert the compact form's middle matrix into ``middle_inv``.
+
+    Drops the oldest pairs while the matrix is ill-conditioned. Returns
+    ``(first, sigma)``: the pairs ``first..n_pairs-1`` are in use; ``first ==
+    n_pairs`` means no usable pair (the caller must take an exact iteration).
+    """
+    newest = n_pairs - 1
+    if n_pairs == 0:
+        return 0, 1.0
+    s_new = S[newest]
+    sigma = max(
+        np.dot(Yp[newest], s_new) / np.dot(s_new, s_new), max(alpha, _MIN_SIGMA)
+    )
+    for first in range(n_pairs):
+        k = n_pairs - first
+        SY = S[first:n_pairs] @ Yp[first:n_pairs].T
+        SS = S[first:n_pairs] @ S[first:n_pairs].T
+        middle = np.zeros((2 * k, 2 * k))
+        middle[:k, :k] = sigma * SS
+        for i in range(k):
+            middle[k + i, k + i] = -SY[i, i]
+            for j in range(i):
+                middle[i, k + j] = SY[i, j]
+                middle[k + j, i] = SY[i, j]
+        if np.linalg.cond(middle) < _MAX_CONDITION:
+            middle_inv[: 2 * k, : 2 * k] = np.linalg.inv(middle)
+            return first, sigma
+    return n_pairs, sigma
+
+
+@njit(cache=True)
+def lbfgs_product(S, Yp, first, n_pairs, sigma, middle_inv, v, out):
+    """``out = B v`` for the compact L-BFGS matrix of pairs ``first..n_pairs-1``."""
+    k = n_pairs - first
+    projections = np.empty(2 * k)
+    for i in range(k):
+        projections[i] = sigma * np.dot(S[first + i], v)
+        projections[k + i] = np.dot(Yp[first + i], v)
+    coefficients = np.zeros(2 * k)
+    for i in range(2 * k):
+        for j in range(2 * k):
+            coefficients[i] += middle_inv[i, j] * projections[j]
+    for j in range(v.shape[0]):
+        out[j] = sigma * v[j]
+    for i in range(k):
+        ci_s = sigma * coefficients[i]
+        ci_y = coefficients[k + i]
+        for j in range(v.shape[0]):
+            out[j] -= ci_s * S[first + i, j] + ci_y * Yp[first + i, j]
+
+
+@njit(cache=True)
+def subsampled_hessian_product(
+    X, Y, sample, n_kept, removed, w, v, alpha, loss, n_outputs, fit_intercept, out
+):
+    """``out = (H + alpha P) v`` for the Hessian ``H`` of the original batch at ``w``.
+
+    The original batch is its ``n_kept`` rows still in use plus the ``removed`` ones;
+    the kept rows' Hessian is estimated from ``sample`` (a subset of them), the removed
+    rows' exactly. With every kept row in ``sample`` the product is exact.
+    """
+    out[:] = 0.0
+    if sample.shape[0] > 0:
+        hessian_vector_sum(X, Y, sample, w, v, loss, n_outputs, fit_intercept, out)
+        out *= n_kept / sample.shape[0]
+    hessian_vector_sum(X, Y, removed, w, v, loss, n_outputs, fit_intercept, out)
+    n_old = n_kept + removed.shape[0]
+    if n_old > 0:
+        out /= n_old
+    add_penalty(v, alpha, X.shape[1] * n_outputs, out)

@@ -1,0 +1,738 @@
+"""The public estimators: parameters, validation and fitted attributes.
+
+The arithmetic lives in ``_training`` (cached SGD), ``_replay`` (DeltaGrad and the exact
+retrain) and the kernels; an estimator validates its input, calls one of them and
+stores the result. Every request builds the new state aside and assigns it at the end,
+so a request that raises leaves the estimator as it was.
+"""
+
+from numbers import Integral, Real
+
+import numpy as np
+from scipy.special import expit, log_softmax, softmax
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from ._backend import resolve_device
+from ._curvature import CURVATURE_CODES
+from ._kernels.cpu import BINARY_LOGISTIC, MULTINOMIAL, SQUARED
+from ._replay import ReplaySettings, apply_change
+from ._rows import TrainingRows
+from ._schedule import add_rows, make_schedule, remove_rows
+from ._training import LinearModel, TrainingCache, auto_learning_rate, run_sgd
+
+
+class _BaseDeltaGrad(BaseEstimator):
+    """Cached-SGD linear model whose training rows can be removed and added."""
+
+    _parameter_constraints = {
+        "alpha": [Interval(Real, 0, None, closed="left")],
+        "fit_intercept": ["boolean"],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left"), None],
+        "learning_rate": [
+            StrOptions({"auto"}),
+            Interval(Real, 0, None, closed="neither"),
+        ],
+        "exact_period": [Interval(Integral, 1, None, closed="left")],
+        "burn_in": [Interval(Integral, 0, None, closed="left")],
+        "curvature": [StrOptions(set(CURVATURE_CODES))],
+        "lbfgs_memory": [Interval(Integral, 1, None, closed="left")],
+        "hessian_rows": [Interval(Integral, 1, None, closed="left")],
+        "device": [StrOptions({"cpu", "cuda", "auto"})],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
+
+    def __init__(
+        self,
+        *,
+        alpha=1e-4,
+        fit_intercept=True,
+        max_iter=100,
+        batch_size=16384,
+        learning_rate="auto",
+        exact_period=10,
+        burn_in=10,
+        curvature="lbfgs",
+        lbfgs_memory=32,
+        hessian_rows=256,
+        device="cpu",
+        random_state=None,
+        verbose=0,
+    ):
+        self.alpha = alpha
+        self.fit_intercept = fit_intercept
+        self.max_iter = max_iter
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.exact_period = exact_period
+        self.burn_in = burn_in
+        self.curvature = curvature
+        self.lbfgs_memory = lbfgs_memory
+        self.hessian_rows = hessian_rows
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # ------------------------------------------------------------------ fitting
+    def fit(self, X, y):
+        """Fit the model by cached mini-batch SGD.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training data. The rows are kept, with stable ids ``0..n_samples-1``.
+        y : array-like of shape (n_samples,) or (n_samples, n_targets)
+            Targets.
+
+        Returns
+        -------
+        self : object
+            The fitted estimator.
+        """
+        self._validate_params()
+        X, y = validate_data(self, X, y, **self._check_params(), reset=True)
+        self._fit(X, y, classes=None)
+        return self
+
+    def _fit(self, X, y, classes):
+        resolve_device(self.device)
+        Y, encoding = self._encode_targets_for_fit(y, classes)
+        model = LinearModel(
+            loss=encoding["loss"],
+            n_outputs=encoding["n_outputs"],
+            fit_intercept=bool(self.fit_intercept),
+            alpha=float(self.alpha),
+            n_features=X.shape[1],
+        )
+        n_samples = X.shape[0]
+        batch_size = n_samples if self.batch_size is None else self.batch_size
+        rng = np.random.default_rng(
+            check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
+        )
+        if self.learning_rate == "auto":
+            learning_rate = auto_learning_rate(X, model, min(batch_size, n_samples))
+        else:
+            learning_rate = float(self.learning_rate)
+        schedule = make_schedule(
+            n_samples, batch_size, self.max_iter, learning_rate, rng
+        )
+        rows = TrainingRows.from_fit(np.array(X, dtype=np.float64, order="C"), Y)
+        cache = TrainingCache.empty(schedule.n_iterations, model.n_params)
+        run_sgd(
+            rows.X,
+            rows.Y,
+            model,
+            schedule.batch_ptr,
+            schedule.batch_ids,
+            schedule.learning_rates,
+            0,
+            cache,
+        )
+        for name, value in encoding["attributes"].items():
+            setattr(self, name, value)
+        self._model = model
+        self.learning_rate_ = learning_rate
+        self.n_iter_ = self.max_iter
+        self.last_update_ = None
+        self._commit(rows, schedule, cache)
+
+    def _commit(self, rows, schedule, cache):
+        """Install a new state (all assignments, nothing that can fail)."""
+        self._rows = rows
+        self._schedule = schedule
+        self._cache = cache
+        self.sample_ids_ = rows.ids
+        self.n_samples_seen_ = rows.ids.shape[0]
+        coef, intercept = self._model.split(cache.final)
+        self._set_coefficients(coef, intercept)
+
+    # ----------------------------------------------------------------- requests
+    def partial_unfit(self, X=None, y=None, *, indices=None, method="deltagrad"):
+        """Remove training rows and update the model as retraining would.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_rows, n_features), default=None
+            Rows to remove, by value: each given row removes one training row equal
+            to it (and to ``y``, when given).
+        y : array-like of shape (n_rows,), default=None
+            Targets of the rows of ``X``, to tell apart training rows with equal
+            features. Ignored when removing by ``indices``.
+        indices : array-like of int, default=None
+            Stable ids of the rows to remove (see ``sample_ids_``). Give either
+            ``X`` or ``indices``.
+        method : {"deltagrad", "exact"}, default="deltagrad"
+            ``"deltagrad"`` replays the training run with DeltaGrad; ``"exact"``
+            retrains on the same schedule (the reference the replay approximates).
+
+        Returns
+        -------
+        self : object
+            The updated estimator.
+        """
+        check_is_fitted(self)
+        self._check_method(method)
+        ids = self._ids_to_remove(X, y, indices)
+        self._check_removal_keeps_data(ids)
+        change = remove_rows(self._schedule, ids)
+        cache, report = apply_change(
+            self._rows.X,
+            self._rows.Y,
+            self._rows.ids,
+            self._model,
+            change,
+            self._cache,
+            method,
+            self._replay_settings(),
+        )
+        self._finish_request(self._rows.without(ids), change.schedule, cache, report)
+        return self
+
+    def _partial_fit(self, X, y, method):
+        """Add rows ``X, y`` to a fitted estimator."""
+        self._check_method(method)
+        X, y = validate_data(self, X, y, **self._check_params(), reset=False)
+        Y = self._encode_targets(y)
+        rows, new_ids = self._rows.with_added(np.array(X, dtype=np.float64), Y)
+        change = add_rows(self._schedule, new_ids)
+        cache, report = apply_change(
+            rows.X,
+            rows.Y,
+            rows.ids,
+            self._model,
+            change,
+            self._cache,
+            method,
+            self._replay_settings(),
+        )
+        self._finish_request(rows, change.schedule, cache, report)
+        return self
+
+    def _finish_request(self, rows, schedule, cache, report):
+        if self.verbose:
+            print(
+                f"{type(self).__name__}: {report.method} update from iteration "
+                f"{report.first_iteration}: {report.n_exact_iterations} exact, "
+                f"{report.n_approximate_iterations} approximate iterations, "
+                f"{report.seconds:.4f} s"
+            )
+        self.last_update_ = report
+        self._commit(rows, schedule, cache)
+
+    def _replay_settings(self):
+        return ReplaySettings(
+            burn_in=int(self.burn_in),
+            exact_period=int(self.exact_period),
+            curvature=CURVATURE_CODES[self.curvature],
+            lbfgs_memory=int(self.lbfgs_memory),
+            hessian_rows=int(self.hessian_rows),
+        )
+
+    @staticmethod
+    def _check_method(method):
+        if method not in ("deltagrad", "exact"):
+            raise ValueError(f"method must be 'deltagrad' or 'exact', got {method!r}.")
+
+    def _ids_to_remove(self, X, y, indices):
+        if (X is None) == (indices is None):
+            raise ValueError(
+                "partial_unfit needs exactly one of X (rows to remove, by value) or "
+                "indices (stable ids of the rows to remove)."
+            )
+        if indices is not None:
+            return self._validate_ids(indices)
+        X = validate_data(self, X, reset=False)
+        X = np.asarray(X, dtype=np.float64)
+        Y = None if y is None else self._encode_targets(y, n_rows=X.shape[0])
+        ids = self._rows.match(X, Y)
+        missing = np.flatnonzero(ids < 0)
+        if missing.size:
+            raise ValueError(
+                f"{missing.size} of the rows to remove are not in the training set "
+                f"(positions in X: {_preview(missing)})."
+            )
+        return np.sort(ids)
+
+    def _validate_ids(self, indices):
+        ids = np.asarray(indices)
+        if ids.ndim != 1:
+            raise ValueError(f"indices must be 1-D, got an array of shape {ids.shape}.")
+        if ids.size == 0:
+            raise ValueError("indices is empty: give at least one row id to remove.")
+        if ids.dtype == bool or not np.issubdtype(ids.dtype, np.integer):
+            raise TypeError(
+                f"indices must be integer row ids (see sample_ids_), got dtype "
+                f"{ids.dtype}."
+            )
+        ids = ids.astype(np.int64)
+        unique, counts = np.unique(ids, return_counts=True)
+        if (counts > 1).any():
+            raise ValueError(
+                f"indices repeats row ids {_preview(unique[counts > 1])}; each row "
+                "can be removed once."
+            )
+        unknown = self._rows.unknown_ids(unique)
+        if unknown.size:
+            raise ValueError(
+                f"indices contains ids that are not live training rows: "
+                f"{_preview(unknown)} (see sample_ids_)."
+            )
+        return unique
+
+    def _check_removal_keeps_data(self, ids):
+        if ids.size >= self._rows.ids.size:
+            raise ValueError(
+                f"Removing these {ids.size} rows would leave no training rows."
+            )
+
+    def _check_params(self):
+        return {"dtype": [np.float64, np.float32], "y_numeric": False}
+
+    # ------------------------------------------------------------------ helpers
+    def _decision(self, X):
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+        coef = np.atleast_2d(self.coef_)
+        return X @ coef.T + self.intercept_
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.non_deterministic = self.random_state is None
+        return tags
+
+    @property
+    def cache_nbytes_(self):
+        """Bytes of the SGD cache (iterates, gradients, flags) and the schedule."""
+        check_is_fitted(self)
+        schedule = self._schedule
+        return (
+            self._cache.nbytes
+            + schedule.batch_ptr.nbytes
+            + schedule.batch_ids.nbytes
+            + schedule.learning_rates.nbytes
+        )
+
+
+class DeltaGradLogisticRegression(ClassifierMixin, _BaseDeltaGrad):
+    """Logistic regression that forgets and learns rows by DeltaGrad.
+
+    Minimises ``(1/n) sum_i log_loss(x_i, y_i; w) + (alpha/2) ||w||^2`` (intercept
+    not penalised) by mini-batch SGD on a schedule fixed at ``fit``, caching every
+    iterate and batch gradient. :meth:`partial_unfit` removes rows and
+    :meth:`partial_fit` adds rows; both replay the training run on the changed data
+    with DeltaGrad and give, to a small error, the model that retraining on the same
+    schedule would give. Two classes use one sigmoid output, more use the softmax
+    (multinomial) loss. At convergence the model equals sklearn's
+    ``LogisticRegression(C=1 / (alpha * n_samples))``.
+
+    Parameters
+    ----------
+    alpha : float, default=1e-4
+        Strength of the L2 penalty, ``(alpha/2) ||w||^2``. It stays fixed when rows
+        are removed or added.
+    fit_intercept : bool, default=True
+        Whether to fit an (unpenalised) intercept.
+    max_iter : int, default=100
+        Number of epochs (passes over the data) of the schedule.
+    batch_size : int or None, default=16384
+        Rows per mini-batch; ``None`` (or a size at least the number of rows) means
+        full-batch gradient descent.
+    learning_rate : "auto" or float, default="auto"
+        Constant step size. ``"auto"`` derives it from the smoothness constant of the
+        batch objective (see :func:`sklearn_deltagrad._training.auto_learning_rate`).
+        It is fixed at ``fit``; later requests reuse it.
+    exact_period : int, default=10
+        ``T0``: after the burn-in, every ``exact_period``-th iteration of a replay
+        computes the exact gradient; the others use the curvature model.
+    burn_in : int, default=10
+        ``j0``: the first ``burn_in`` iterations of the schedule are always exact.
+    curvature : {"lbfgs", "hessian"}, default="lbfgs"
+        Curvature model of the approximate iterations: the L-BFGS matrix of the last
+        ``lbfgs_memory`` exact iterations, or Hessian-vector products on the first
+        ``hessian_rows`` rows of the batch.
+    lbfgs_memory : int, default=32
+        ``m``, the number of curvature pairs of the L-BFGS model.
+    hessian_rows : int, default=256
+        Rows per Hessian-vector product of the ``"hessian"`` model.
+    device : {"cpu", "cuda", "auto"}, default="cpu"
+        Where the kernels run. Only the CPU is implemented in this version.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the schedule (batch order) and the placement of added rows.
+    verbose : int, default=0
+        Print a line per request when positive.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+        Class labels.
+    coef_ : ndarray of shape (1, n_features) or (n_classes, n_features)
+        Coefficients (one row for two classes).
+    intercept_ : ndarray of shape (1,) or (n_classes,)
+        Intercepts.
+    n_features_in_ : int
+        Number of features seen during ``fit``.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Names of features seen during ``fit``, when ``X`` has string column names.
+    n_iter_ : int
+        Number of epochs of the schedule.
+    n_samples_seen_ : int
+        Current number of training rows.
+    sample_ids_ : ndarray of shape (n_samples_seen_,)
+        Stable ids of the training rows, in row order.
+    learning_rate_ : float
+        Step size of the schedule.
+    last_update_ : ReplayReport or None
+        What the last :meth:`partial_unfit`/:meth:`partial_fit` did.
+
+    See Also
+    --------
+    sklearn.linear_model.LogisticRegression : The same objective solved to
+        convergence, with ``C = 1 / (alpha * n_samples)``.
+    DeltaGradRidge : The squared-error counterpart.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_iris
+    >>> from sklearn_deltagrad import DeltaGradLogisticRegression
+    >>> X, y = load_iris(return_X_y=True)
+    >>> clf = DeltaGradLogisticRegression(random_state=0).fit(X, y)
+    >>> clf.partial_unfit(indices=[0, 1, 2]).n_samples_seen_
+    147
+    >>> clf.predict(X[:2])
+    array([0, 0])
+    """
+
+    def partial_fit(self, X, y, classes=None, *, method="deltagrad"):
+        """Add training rows (or fit, on the first call).
+
+        On an unfitted estimator this is :meth:`fit`, with ``classes`` required as in
+        ``SGDClassifier``. On a fitted one it adds the rows to the training set (ids
+        above every id assigned so far) and updates the model as retraining would;
+        it is not "one more epoch".
+
+        Parameters
+        ----------
+        X : array-like of shape (n_rows, n_features)
+            Rows to add.
+        y : array-like of shape (n_rows,)
+            Their labels, which must be among ``classes_``.
+        classes : array-like of shape (n_classes,), default=None
+            All classes; required on the first call, ignored afterwards.
+        method : {"deltagrad", "exact"}, default="deltagrad"
+            ``"deltagrad"`` replays with DeltaGrad, ``"exact"`` retrains on the
+            same schedule.
+
+        Returns
+        -------
+        self : object
+            The updated estimator.
+        """
+        if not hasattr(self, "classes_"):
+            if classes is None:
+                raise ValueError(
+                    "classes must be passed on the first call to partial_fit."
+                )
+            self._validate_params()
+            X, y = validate_data(self, X, y, **self._check_params(), reset=True)
+            self._fit(X, y, classes=classes)
+            return self
+        return self._partial_fit(X, y, method)
+
+    def _encode_targets_for_fit(self, y, classes):
+        check_classification_targets(y)
+        present = np.unique(y)
+        if classes is not None:
+            classes = np.unique(np.asarray(classes))
+            unseen = np.setdiff1d(present, classes)
+            if unseen.size:
+                raise ValueError(
+                    f"y contains labels {_preview(unseen)} that are not in classes."
+                )
+        else:
+            classes = present
+        if classes.size < 2:
+            raise ValueError(
+                "This solver needs samples of at least 2 classes in the data, but "
+                f"the data contains only one class: {classes[0]!r}."
+            )
+        binary = classes.size == 2
+        index = np.searchsorted(classes, y)
+        Y = (index if binary else index.astype(np.float64)).astype(np.float64)
+        return Y.reshape(-1, 1), {
+            "loss": BINARY_LOGISTIC if binary else MULTINOMIAL,
+            "n_outputs": 1 if binary else classes.size,
+            "attributes": {"classes_": classes},
+        }
+
+    def _encode_targets(self, y, n_rows=None):
+        y = np.asarray(y)
+        if y.ndim != 1 or (n_rows is not None and y.shape[0] != n_rows):
+            raise ValueError(
+                f"y must be 1-D with one label per row of X, got shape {y.shape}."
+            )
+        known = np.isin(y, self.classes_)
+        if not known.all():
+            raise ValueError(
+                f"y contains labels not seen at fit: {_preview(np.unique(y[~known]))}"
+                f"; classes_ is {self.classes_.tolist()}."
+            )
+        return np.searchsorted(self.classes_, y).astype(np.float64).reshape(-1, 1)
+
+    def _check_removal_keeps_data(self, ids):
+        super()._check_removal_keeps_data(ids)
+        labels = self._rows.Y[:, 0].astype(np.int64)
+        n_classes = self.classes_.size
+        before = np.bincount(labels, minlength=n_classes)
+        removed = np.bincount(labels[np.isin(self._rows.ids, ids)], minlength=n_classes)
+        emptied = np.flatnonzero((before > 0) & (before == removed))
+        if emptied.size:
+            raise ValueError(
+                f"Removing these rows would leave no training rows of class(es) "
+                f"{self.classes_[emptied].tolist()}."
+            )
+
+    def _set_coefficients(self, coef, intercept):
+        self.coef_ = coef
+        self.intercept_ = intercept
+
+    def decision_function(self, X):
+        """Signed distances: log-odds of ``classes_[1]``, or per-class scores.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Samples.
+
+        Returns
+        -------
+        scores : ndarray of shape (n_samples,) or (n_samples, n_classes)
+            Decision values.
+        """
+        scores = self._decision(X)
+        return scores[:, 0] if scores.shape[1] == 1 else scores
+
+    def predict(self, X):
+        """Predict class labels.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Samples.
+
+        Returns
+        -------
+        labels : ndarray of shape (n_samples,)
+            Predicted classes.
+        """
+        scores = self.decision_function(X)
+        index = (scores > 0).astype(int) if scores.ndim == 1 else scores.argmax(1)
+        return self.classes_[index]
+
+    def predict_proba(self, X):
+        """Class probabilities (sigmoid for two classes, softmax otherwise).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Samples.
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, n_classes)
+            Probability of each class, in the order of ``classes_``.
+        """
+        scores = self.decision_function(X)
+        if scores.ndim == 1:
+            positive = expit(scores)
+            return np.column_stack([1.0 - positive, positive])
+        return softmax(scores, axis=1)
+
+    def predict_log_proba(self, X):
+        """Logarithm of :meth:`predict_proba`.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Samples.
+
+        Returns
+        -------
+        log_proba : ndarray of shape (n_samples, n_classes)
+            Log-probability of each class.
+        """
+        scores = self.decision_function(X)
+        if scores.ndim == 1:
+            scores = np.column_stack([np.zeros_like(scores), scores])
+        return log_softmax(scores, axis=1)
+
+
+class DeltaGradRidge(RegressorMixin, _BaseDeltaGrad):
+    """Ridge regression that forgets and learns rows by DeltaGrad.
+
+    Minimises ``(1/n) sum_i (1/2) (y_i - x_i w - b)^2 + (alpha/2) ||w||^2`` by
+    mini-batch SGD on a schedule fixed at ``fit``, caching every iterate and batch
+    gradient; :meth:`partial_unfit` and :meth:`partial_fit` remove and add rows by
+    replaying the run with DeltaGrad. At convergence the model equals sklearn's
+    ``Ridge(alpha=alpha * n_samples)``. Multi-target ``y`` is supported.
+
+    Parameters
+    ----------
+    alpha : float, default=1e-4
+        Strength of the L2 penalty, ``(alpha/2) ||w||^2``. It stays fixed when rows
+        are removed or added.
+    fit_intercept : bool, default=True
+        Whether to fit an (unpenalised) intercept.
+    max_iter : int, default=100
+        Number of epochs of the schedule.
+    batch_size : int or None, default=16384
+        Rows per mini-batch; ``None`` means full-batch gradient descent.
+    learning_rate : "auto" or float, default="auto"
+        Constant step size; ``"auto"`` derives it from the data's smoothness constant.
+    exact_period : int, default=10
+        ``T0``, the period of exact iterations in a replay after the burn-in.
+    burn_in : int, default=10
+        ``j0``, the number of leading iterations that are always exact.
+    curvature : {"lbfgs", "hessian"}, default="lbfgs"
+        Curvature model of the approximate iterations.
+    lbfgs_memory : int, default=32
+        ``m``, the number of L-BFGS curvature pairs.
+    hessian_rows : int, default=256
+        Rows per Hessian-vector product of the ``"hessian"`` model.
+    device : {"cpu", "cuda", "auto"}, default="cpu"
+        Where the kernels run. Only the CPU is implemented in this version.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the schedule and the placement of added rows.
+    verbose : int, default=0
+        Print a line per request when positive.
+
+    Attributes
+    ----------
+    coef_ : ndarray of shape (n_features,) or (n_targets, n_features)
+        Coefficients.
+    intercept_ : float or ndarray of shape (n_targets,)
+        Intercept(s).
+    n_features_in_ : int
+        Number of features seen during ``fit``.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Names of features seen during ``fit``, when ``X`` has string column names.
+    n_iter_ : int
+        Number of epochs of the schedule.
+    n_samples_seen_ : int
+        Current number of training rows.
+    sample_ids_ : ndarray of shape (n_samples_seen_,)
+        Stable ids of the training rows, in row order.
+    learning_rate_ : float
+        Step size of the schedule.
+    last_update_ : ReplayReport or None
+        What the last :meth:`partial_unfit`/:meth:`partial_fit` did.
+
+    See Also
+    --------
+    sklearn.linear_model.Ridge : The same objective solved exactly, with
+        ``alpha_ridge = alpha * n_samples``.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_diabetes
+    >>> from sklearn_deltagrad import DeltaGradRidge
+    >>> X, y = load_diabetes(return_X_y=True)
+    >>> reg = DeltaGradRidge(random_state=0).fit(X, y)
+    >>> reg.partial_unfit(indices=[10, 20]).n_samples_seen_
+    440
+    >>> reg.partial_fit(X[:5], y[:5]).sample_ids_[-5:]
+    array([442, 443, 444, 445, 446])
+    """
+
+    def partial_fit(self, X, y, *, method="deltagrad"):
+        """Add training rows (or fit, on the first call).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_rows, n_features)
+            Rows to add.
+        y : array-like of shape (n_rows,) or (n_rows, n_targets)
+            Their targets.
+        method : {"deltagrad", "exact"}, default="deltagrad"
+            ``"deltagrad"`` replays with DeltaGrad, ``"exact"`` retrains on the
+            same schedule.
+
+        Returns
+        -------
+        self : object
+            The updated estimator.
+        """
+        if not hasattr(self, "coef_"):
+            return self.fit(X, y)
+        return self._partial_fit(X, y, method)
+
+    def _check_params(self):
+        return {
+            "dtype": [np.float64, np.float32],
+            "y_numeric": True,
+            "multi_output": True,
+        }
+
+    def _encode_targets_for_fit(self, y, classes):
+        Y = np.asarray(y, dtype=np.float64)
+        single = Y.ndim == 1
+        Y = Y.reshape(Y.shape[0], -1).copy()
+        return Y, {
+            "loss": SQUARED,
+            "n_outputs": Y.shape[1],
+            "attributes": {"_single_target": single},
+        }
+
+    def _encode_targets(self, y, n_rows=None):
+        Y = np.asarray(y, dtype=np.float64)
+        Y = Y.reshape(Y.shape[0], -1) if Y.ndim else Y.reshape(1, 1)
+        if Y.shape[1] != self._model.n_outputs or (
+            n_rows is not None and Y.shape[0] != n_rows
+        ):
+            raise ValueError(
+                f"y must have one row per row of X and {self._model.n_outputs} "
+                f"target(s), got shape {np.shape(y)}."
+            )
+        if not np.isfinite(Y).all():
+            raise ValueError("y contains NaN or infinity.")
+        return Y
+
+    def _set_coefficients(self, coef, intercept):
+        if self._single_target:
+            self.coef_ = coef[0]
+            self.intercept_ = float(intercept[0])
+        else:
+            self.coef_ = coef
+            self.intercept_ = intercept
+
+    def predict(self, X):
+        """Predict targets.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Samples.
+
+        Returns
+        -------
+        y_pred : ndarray of shape (n_samples,) or (n_samples, n_targets)
+            Predictions.
+        """
+        scores = self._decision(X)
+        return scores[:, 0] if self._single_target else scores
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        return tags
+
+
+def _preview(values, limit=10):
+    """A short list of values for an error message."""
+    values = np.asarray(values).tolist()
+    head = ", ".join(repr(v) for v in values[:limit])
+    return f"[{head}{', ...' if len(values) > limit else ''}]"

@@ -1,0 +1,235 @@
+"""The DeltaGrad replay of a changed training set, and the exact retrain it mimics.
+
+Both start at the first iteration whose batch changed (before it the trajectory is
+unchanged) and overwrite the cache from there with the new trajectory, so the next
+request starts from the updated model. Exact iterations of the replay sit at fixed
+absolute positions ``t < burn_in`` or ``(t - burn_in) % exact_period == 0``, shared
+by every request; curvature pairs are formed only where the cached gradient is exact.
+"""
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit
+
+from ._curvature import (
+    HESSIAN,
+    LBFGS,
+    lbfgs_factorize,
+    lbfgs_product,
+    lbfgs_push_pair,
+    subsampled_hessian_product,
+)
+from ._kernels.cpu import add_penalty, gradient_sum
+from ._training import run_sgd
+
+
+@dataclass(frozen=True)
+class ReplaySettings:
+    """How the replay trades exactness for speed (see the estimators' parameters)."""
+
+    burn_in: int
+    exact_period: int
+    curvature: int
+    lbfgs_memory: int
+    hessian_rows: int
+
+
+@dataclass
+class ReplayReport:
+    """What one request did: the audit record of a model update."""
+
+    method: str
+    first_iteration: int
+    n_exact_iterations: int
+    n_approximate_iterations: int
+    seconds: float
+
+
+@njit(cache=True)
+def replay_iterations(
+    X,
+    Y,
+    new_ptr,
+    new_rows,
+    removed_ptr,
+    removed_rows,
+    added_ptr,
+    added_rows,
+    old_sizes,
+    learning_rates,
+    alpha,
+    loss,
+    n_outputs,
+    fit_intercept,
+    t_start,
+    burn_in,
+    exact_period,
+    curvature,
+    lbfgs_memory,
+    hessian_rows,
+    weights,
+    gradients,
+    exact,
+):
+    """Replay iterations ``t_start..T-1`` on the changed batches, updating the cache.
+
+    ``weights``/``gradients``/``exact`` hold the old trajectory on entry and the new
+    one on exit. Returns ``(final parameters, number of exact iterations)``.
+    """
+    n_iterations, n_params = weights.shape
+    n_penalized = X.shape[1] * n_outputs
+    w = weights[t_start].copy()
+    pairs_s = np.zeros((lbfgs_memory, n_params))
+    pairs_y = np.zeros((lbfgs_memory, n_params))
+    middle_inv = np.zeros((2 * lbfgs_memory, 2 * lbfgs_memory))
+    n_pairs = 0
+    first_pair = 0
+    sigma = 1.0
+    step = np.empty(n_params)
+    new_sum = np.empty(n_params)
+    removed_sum = np.empty(n_params)
+    added_sum = np.empty(n_params)
+    estimate = np.empty(n_params)
+    n_exact = 0
+    for t in range(t_start, n_iterations):
+        b_old = old_sizes[t]
+        b_new = new_ptr[t + 1] - new_ptr[t]
+        removed_t = removed_rows[removed_ptr[t] : removed_ptr[t + 1]]
+        added_t = added_rows[added_ptr[t] : added_ptr[t + 1]]
+        step[:] = w - weights[t]
+        removed_sum[:] = 0.0
+        added_sum[:] = 0.0
+        gradient_sum(X, Y, removed_t, w, loss, n_outputs, fit_intercept, removed_sum)
+        gradient_sum(X, Y, added_t, w, loss, n_outputs, fit_intercept, added_sum)
+
+        scheduled = t < burn_in or (t - burn_in) % exact_period == 0
+        usable = curvature == HESSIAN or first_pair < n_pairs
+        if b_new == 0:
+            # Every row of this batch is gone: the retrain skips the iteration.
+            new_sum[:] = 0.0
+            exact[t] = True
+            weights[t] = w
+            gradients[t] = new_sum
+            continue
+        if scheduled or not usable or b_old == 0:
+            n_exact += 1
+            new_sum[:] = 0.0
+            batch = new_rows[new_ptr[t] : new_ptr[t + 1]]
+            gradient_sum(X, Y, batch, w, loss, n_outputs, fit_intercept, new_sum)
+            if curvature == LBFGS and exact[t] and b_old > 0:
+                # y = regularised gradient difference of the *original* batch.
+                pair_y = (new_sum - added_sum + removed_sum) / b_old - gradients[t]
+                add_penalty(step, alpha, n_penalized, pair_y)
+                before = n_pairs
+                n_pairs = lbfgs_push_pair(pairs_s, pairs_y, n_pairs, step, pair_y)
+                if n_pairs != before or first_pair >= n_pairs:
+                    first_pair, sigma = lbfgs_factorize(
+                        pairs_s, pairs_y, n_pairs, alpha, middle_inv
+                    )
+            exact[t] = True
+        else:
+            # Regularised original-batch gradient at w, from the cache plus curvature.
+            if curvature == LBFGS:
+                lbfgs_product(
+                    pairs_s,
+                    pairs_y,
+                    first_pair,
+                    n_pairs,
+                    sigma,
+                    middle_inv,
+                    step,
+                    estimate,
+                )
+            else:
+                # This request's added rows sit at the end of the batch.
+                n_kept = b_new - added_t.shape[0]
+                lo = new_ptr[t]
+                sample = new_rows[lo : lo + min(hessian_rows, n_kept)]
+                subsampled_hessian_product(
+                    X,
+                    Y,
+                    sample,
+                    n_kept,
+                    removed_t,
+                    weights[t],
+                    step,
+                    alpha,
+                    loss,
+                    n_outputs,
+                    fit_intercept,
+                    estimate,
+                )
+            estimate += gradients[t]
+            add_penalty(weights[t], alpha, n_penalized, estimate)
+            add_penalty(w, -alpha, n_penalized, estimate)
+            # Loss-only sum over the new batch: old batch, minus removed, plus added.
+            new_sum[:] = b_old * estimate - removed_sum + added_sum
+            exact[t] = False
+        new_sum /= b_new
+        weights[t] = w
+        gradients[t] = new_sum
+        add_penalty(w, alpha, n_penalized, new_sum)
+        w -= learning_rates[t] * new_sum
+    return w, n_exact
+
+
+def _positions(sorted_ids, ids):
+    return np.searchsorted(sorted_ids, ids).astype(np.int64)
+
+
+def apply_change(X, Y, row_ids, model, change, cache, method, settings):
+    """Update ``cache`` (a copy) to the changed training set; return it and a report.
+
+    ``X``/``Y`` hold every row that the old or the new schedule mentions, with stable
+    ids ``row_ids`` (sorted). ``method`` is ``"deltagrad"`` or ``"exact"``.
+    """
+    start = time.perf_counter()
+    schedule = change.schedule
+    new_ptr = schedule.batch_ptr
+    new_rows = _positions(row_ids, schedule.batch_ids)
+    t_start = change.first_changed_iteration
+    n_iterations = schedule.n_iterations
+    cache = cache.copy()
+    if t_start >= n_iterations:
+        n_exact = 0
+    elif method == "exact":
+        run_sgd(X, Y, model, new_ptr, new_rows, schedule.learning_rates, t_start, cache)
+        n_exact = n_iterations - t_start
+    else:
+        final, n_exact = replay_iterations(
+            X,
+            Y,
+            new_ptr,
+            new_rows,
+            change.removed_ptr,
+            _positions(row_ids, change.removed_ids),
+            change.added_ptr,
+            _positions(row_ids, change.added_ids),
+            change.old_batch_sizes,
+            schedule.learning_rates,
+            model.alpha,
+            model.loss,
+            model.n_outputs,
+            model.fit_intercept,
+            t_start,
+            settings.burn_in,
+            settings.exact_period,
+            settings.curvature,
+            settings.lbfgs_memory,
+            settings.hessian_rows,
+            cache.weights,
+            cache.gradients,
+            cache.exact,
+        )
+        cache.final[:] = final
+    n_replayed = max(n_iterations - t_start, 0)
+    report = ReplayReport(
+        method=method,
+        first_iteration=int(t_start),
+        n_exact_iterations=int(n_exact),
+        n_approximate_iterations=int(n_replayed - n_exact),
+        seconds=time.perf_counter() - start,
+    )
+    return cache, report

@@ -1,0 +1,165 @@
+"""The mini-batch schedule: which rows (by stable id) each SGD iteration uses.
+
+A schedule is drawn once at ``fit`` and then only edited: removed rows leave every
+batch they were in, added rows join one random batch per epoch. The reference retrain
+and the DeltaGrad replay both run the edited schedule, so they see the same batches
+in the same order. Batches are stored in CSR form (``batch_ptr``, ``batch_ids``).
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class Schedule:
+    """Batches and learning rates of every SGD iteration.
+
+    Attributes
+    ----------
+    batch_ptr : ndarray of shape (n_iterations + 1,), int64
+        Iteration ``t`` uses ``batch_ids[batch_ptr[t]:batch_ptr[t + 1]]``.
+    batch_ids : ndarray of int64
+        Stable row ids, batch after batch.
+    learning_rates : ndarray of shape (n_iterations,), float64
+        The step size of each iteration, fixed at ``fit``.
+    batches_per_epoch : int
+        Iterations per epoch; iteration ``t`` belongs to epoch
+        ``t // batches_per_epoch``.
+    seed : int
+        Seed of the draws that place added rows, derived from ``random_state``.
+    n_additions : int
+        Number of addition requests served, so that each draws fresh placements.
+    """
+
+    batch_ptr: np.ndarray
+    batch_ids: np.ndarray
+    learning_rates: np.ndarray
+    batches_per_epoch: int
+    seed: int
+    n_additions: int = 0
+
+    @property
+    def n_iterations(self):
+        return self.learning_rates.shape[0]
+
+    def batch_sizes(self):
+        return np.diff(self.batch_ptr)
+
+    def iteration_of_entries(self):
+        """The iteration index of every entry of ``batch_ids``."""
+        return np.repeat(np.arange(self.n_iterations), self.batch_sizes())
+
+
+@dataclass
+class ScheduleChange:
+    """An edited schedule with the rows each iteration lost and gained (CSR)."""
+
+    schedule: Schedule
+    removed_ptr: np.ndarray
+    removed_ids: np.ndarray
+    added_ptr: np.ndarray
+    added_ids: np.ndarray
+    old_batch_sizes: np.ndarray
+
+    @property
+    def first_changed_iteration(self):
+        """First iteration whose batch changed, or ``n_iterations`` if none did."""
+        changed = (np.diff(self.removed_ptr) > 0) | (np.diff(self.added_ptr) > 0)
+        hits = np.flatnonzero(changed)
+        return int(hits[0]) if hits.size else self.schedule.n_iterations
+
+
+def _ptr_from_iterations(iterations, n_iterations):
+    counts = np.bincount(iterations, minlength=n_iterations)
+    ptr = np.zeros(n_iterations + 1, dtype=np.int64)
+    np.cumsum(counts, out=ptr[1:])
+    return ptr
+
+
+def make_schedule(n_samples, batch_size, n_epochs, learning_rate, rng):
+    """Draw one permutation of the rows per epoch and cut it into batches.
+
+    The last batch of an epoch holds the remainder when ``batch_size`` does not divide
+    ``n_samples``. ``learning_rate`` is a float used for every iteration.
+    """
+    batch_size = min(batch_size, n_samples)
+    batches_per_epoch = -(-n_samples // batch_size)
+    batch_ids = np.concatenate(
+        [rng.permutation(n_samples) for _ in range(n_epochs)]
+    ).astype(np.int64)
+    sizes = np.full(batches_per_epoch, batch_size, dtype=np.int64)
+    sizes[-1] = n_samples - batch_size * (batches_per_epoch - 1)
+    ptr = np.zeros(batches_per_epoch * n_epochs + 1, dtype=np.int64)
+    np.cumsum(np.tile(sizes, n_epochs), out=ptr[1:])
+    n_iterations = batches_per_epoch * n_epochs
+    return Schedule(
+        batch_ptr=ptr,
+        batch_ids=batch_ids,
+        learning_rates=np.full(n_iterations, float(learning_rate)),
+        batches_per_epoch=int(batches_per_epoch),
+        seed=int(rng.integers(2**63 - 1)),
+    )
+
+
+def remove_rows(schedule, removed_ids):
+    """The schedule without ``removed_ids``, and which rows left which batch."""
+    iterations = schedule.iteration_of_entries()
+    removed = np.isin(schedule.batch_ids, removed_ids)
+    kept = ~removed
+    n_iterations = schedule.n_iterations
+    new_schedule = Schedule(
+        batch_ptr=_ptr_from_iterations(iterations[kept], n_iterations),
+        batch_ids=schedule.batch_ids[kept],
+        learning_rates=schedule.learning_rates,
+        batches_per_epoch=schedule.batches_per_epoch,
+        seed=schedule.seed,
+        n_additions=schedule.n_additions,
+    )
+    empty = np.zeros(0, dtype=np.int64)
+    return ScheduleChange(
+        schedule=new_schedule,
+        removed_ptr=_ptr_from_iterations(iterations[removed], n_iterations),
+        removed_ids=schedule.batch_ids[removed],
+        added_ptr=np.zeros(n_iterations + 1, dtype=np.int64),
+        added_ids=empty,
+        old_batch_sizes=schedule.batch_sizes(),
+    )
+
+
+def add_rows(schedule, new_ids):
+    """The schedule with ``new_ids`` each joining one random batch per epoch.
+
+    The placements are drawn from the schedule's seed and its count of addition
+    requests, so the same request on a copy of the estimator places rows identically.
+    """
+    rng = np.random.default_rng([schedule.seed, schedule.n_additions])
+    per_epoch = schedule.batches_per_epoch
+    n_epochs = schedule.n_iterations // per_epoch
+    new_ids = np.asarray(new_ids, dtype=np.int64)
+    offsets = rng.integers(per_epoch, size=(n_epochs, new_ids.size))
+    added_iterations = (np.arange(n_epochs)[:, None] * per_epoch + offsets).ravel()
+    added_ids = np.tile(new_ids, n_epochs)
+
+    iterations = np.concatenate([schedule.iteration_of_entries(), added_iterations])
+    ids = np.concatenate([schedule.batch_ids, added_ids])
+    # Stable sort: added rows go to the end of their batch, old rows keep their order.
+    order = np.argsort(iterations, kind="stable")
+    n_iterations = schedule.n_iterations
+    new_schedule = Schedule(
+        batch_ptr=_ptr_from_iterations(iterations, n_iterations),
+        batch_ids=ids[order],
+        learning_rates=schedule.learning_rates,
+        batches_per_epoch=per_epoch,
+        seed=schedule.seed,
+        n_additions=schedule.n_additions + 1,
+    )
+    added_order = np.argsort(added_iterations, kind="stable")
+    return ScheduleChange(
+        schedule=new_schedule,
+        removed_ptr=np.zeros(n_iterations + 1, dtype=np.int64),
+        removed_ids=np.zeros(0, dtype=np.int64),
+        added_ptr=_ptr_from_iterations(added_iterations, n_iterations),
+        added_ids=added_ids[added_order],
+        old_batch_sizes=schedule.batch_sizes(),
+    )

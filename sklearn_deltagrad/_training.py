@@ -1,0 +1,194 @@
+"""Cached mini-batch SGD: runs a schedule and records every iterate and gradient.
+
+The same loop serves ``fit`` (from iteration 0 and zero parameters) and the exact
+reference retrain after a change (from the first changed iteration, whose iterate is
+unchanged). On the CPU the whole loop over iterations is one Numba function.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit
+
+from ._kernels.cpu import (
+    BINARY_LOGISTIC,
+    MULTINOMIAL,
+    SQUARED,
+    add_penalty,
+    gradient_sum,
+)
+
+
+@dataclass(frozen=True)
+class LinearModel:
+    """What the kernels need to know about the model: loss, outputs, penalty."""
+
+    loss: int
+    n_outputs: int
+    fit_intercept: bool
+    alpha: float
+    n_features: int
+
+    @property
+    def n_params(self):
+        return (self.n_features + int(self.fit_intercept)) * self.n_outputs
+
+    @property
+    def n_penalized(self):
+        return self.n_features * self.n_outputs
+
+    def split(self, w):
+        """``(coef, intercept)`` of a flat parameter vector, as in sklearn."""
+        p, k = self.n_features, self.n_outputs
+        coef = w[: p * k].reshape(p, k).T.copy()
+        intercept = w[p * k :].copy() if self.fit_intercept else np.zeros(k)
+        return coef, intercept
+
+
+@dataclass
+class TrainingCache:
+    """Per-iteration iterates and loss gradients of the current training run.
+
+    Attributes
+    ----------
+    weights : ndarray of shape (n_iterations, n_params)
+        ``w_t``, the parameters at which iteration ``t`` evaluated its gradient.
+    gradients : ndarray of shape (n_iterations, n_params)
+        Mean loss-only gradient of iteration ``t``'s batch at ``w_t`` (exact, or the
+        replay's estimate).
+    exact : ndarray of shape (n_iterations,), bool
+        Whether ``gradients[t]`` was computed exactly. Curvature pairs are formed
+        only at exact entries.
+    final : ndarray of shape (n_params,)
+        The parameters after the last iteration: the model.
+    """
+
+    weights: np.ndarray
+    gradients: np.ndarray
+    exact: np.ndarray
+    final: np.ndarray
+
+    @classmethod
+    def empty(cls, n_iterations, n_params):
+        return cls(
+            weights=np.zeros((n_iterations, n_params)),
+            gradients=np.zeros((n_iterations, n_params)),
+            exact=np.ones(n_iterations, dtype=bool),
+            final=np.zeros(n_params),
+        )
+
+    def copy(self):
+        return TrainingCache(
+            self.weights.copy(),
+            self.gradients.copy(),
+            self.exact.copy(),
+            self.final.copy(),
+        )
+
+    @property
+    def nbytes(self):
+        return (
+            self.weights.nbytes
+            + self.gradients.nbytes
+            + self.exact.nbytes
+            + self.final.nbytes
+        )
+
+
+_LOSS_CURVATURE_BOUND = {SQUARED: 1.0, BINARY_LOGISTIC: 0.25, MULTINOMIAL: 0.5}
+
+
+def auto_learning_rate(X, model, batch_size, n_power_iterations=30, seed=0):
+    """A step size ``1 / L`` from the smoothness constant of the batch objective.
+
+    ``L = c * (lambda_max(X'X / n) + max_i ||x_i||^2 / b) + alpha``, with ``X``
+    augmented by the intercept column and ``c`` the largest second derivative of the
+    loss. For full batches this is the smoothness of the objective; for single-row
+    batches it is close to the SAG bound ``c * max_i ||x_i||^2`` that sklearn uses.
+    """
+    n_samples = X.shape[0]
+    intercept = float(model.fit_intercept)
+    row_norms = np.einsum("ij,ij->i", X, X) + intercept
+    v = np.random.default_rng(seed).standard_normal(X.shape[1] + 1)
+    v[-1] = v[-1] * intercept
+    eigenvalue = 0.0
+    for _ in range(n_power_iterations):
+        norm = np.linalg.norm(v)
+        if norm == 0.0:
+            break
+        v /= norm
+        u = X @ v[:-1] + v[-1] * intercept
+        v = np.append(X.T @ u, u.sum() * intercept) / n_samples
+        eigenvalue = float(np.linalg.norm(v))
+    smoothness = _LOSS_CURVATURE_BOUND[model.loss] * (
+        eigenvalue + row_norms.max() / max(batch_size, 1)
+    )
+    return 1.0 / (smoothness + model.alpha)
+
+
+@njit(cache=True)
+def sgd_iterations(
+    X,
+    Y,
+    batch_ptr,
+    batch_rows,
+    learning_rates,
+    alpha,
+    loss,
+    n_outputs,
+    fit_intercept,
+    t_start,
+    weights,
+    gradients,
+    exact,
+    w,
+):
+    """Run iterations ``t_start..T-1`` from ``w`` (updated in place), caching each.
+
+    ``batch_rows`` are positions in ``X``. An empty batch leaves ``w`` unchanged.
+    """
+    n_penalized = X.shape[1] * n_outputs
+    n_params = w.shape[0]
+    gradient = np.empty(n_params)
+    for t in range(t_start, learning_rates.shape[0]):
+        lo = batch_ptr[t]
+        hi = batch_ptr[t + 1]
+        weights[t] = w
+        gradient[:] = 0.0
+        if hi > lo:
+            gradient_sum(
+                X, Y, batch_rows[lo:hi], w, loss, n_outputs, fit_intercept, gradient
+            )
+            gradient /= hi - lo
+        gradients[t] = gradient
+        exact[t] = True
+        add_penalty(w, alpha, n_penalized, gradient)
+        w -= learning_rates[t] * gradient
+    return w
+
+
+def run_sgd(X, Y, model, batch_ptr, batch_rows, learning_rates, t_start, cache):
+    """Retrain exactly from iteration ``t_start`` of ``cache``, filling it in place.
+
+    At ``t_start = 0`` this is training from zero parameters (``cache.weights[0]``).
+    """
+    if t_start >= learning_rates.shape[0]:
+        return cache
+    w = cache.weights[t_start].copy()
+    cache.final[:] = sgd_iterations(
+        X,
+        Y,
+        batch_ptr,
+        batch_rows,
+        learning_rates,
+        model.alpha,
+        model.loss,
+        model.n_outputs,
+        model.fit_intercept,
+        t_start,
+        cache.weights,
+        cache.gradients,
+        cache.exact,
+        w,
+    )
+    return cache
