@@ -57,7 +57,9 @@ def load_a9a(root, sparse=False):
     X_train, y_train = load_svmlight_file(
         str(folder / "a9a_train.svm.bz2"), n_features=123
     )
-    X_test, y_test = load_svmlight_file(str(folder / "a9a_test.svm.bz2"), n_features=123)
+    X_test, y_test = load_svmlight_file(
+        str(folder / "a9a_test.svm.bz2"), n_features=123
+    )
     if not sparse:
         X_train, X_test = X_train.toarray(), X_test.toarray()
     return X_train, X_test, (y_train > 0).astype(int), (y_test > 0).astype(int)

@@ -32,10 +32,14 @@ _MIN_SIGMA = 1e-8
 
 @njit(cache=True)
 def lbfgs_push_pair(S, Yp, n_pairs, s, y):
-    """Append a pair if it is usable; drop the oldest when full. Returns ``n_pairs``."""
+    """Append a pair if it is usable; drop the oldest when full.
+
+    Returns ``(n_pairs, accepted)``; the middle matrix must be refactorised whenever
+    a pair was accepted (also when the memory was full and ``n_pairs`` is unchanged).
+    """
     ss = np.dot(s, s)
     if ss <= 1e-30 or np.dot(s, y) <= _MIN_CURVATURE * ss:
-        return n_pairs
+        return n_pairs, False
     memory = S.shape[0]
     if n_pairs == memory:
         for i in range(memory - 1):
@@ -44,7 +48,7 @@ def lbfgs_push_pair(S, Yp, n_pairs, s, y):
         n_pairs -= 1
     S[n_pairs] = s
     Yp[n_pairs] = y
-    return n_pairs + 1
+    return n_pairs + 1, True
 
 
 @njit(cache=True)
@@ -102,7 +106,19 @@ def lbfgs_product(S, Yp, first, n_pairs, sigma, middle_inv, v, out):
 
 @njit(cache=True)
 def subsampled_hessian_product(
-    X, Y, sample, n_kept, removed, w, v, alpha, loss, n_outputs, fit_intercept, out
+    X,
+    Y,
+    sample,
+    n_kept,
+    removed,
+    w,
+    v,
+    alpha,
+    offset,
+    loss,
+    n_outputs,
+    fit_intercept,
+    out,
 ):
     """``out = (H + alpha P) v`` for the Hessian ``H`` of the original batch at ``w``.
 
@@ -112,9 +128,11 @@ def subsampled_hessian_product(
     """
     out[:] = 0.0
     if sample.shape[0] > 0:
-        hessian_vector_sum(X, Y, sample, w, v, loss, n_outputs, fit_intercept, out)
+        hessian_vector_sum(
+            X, Y, sample, w, v, offset, loss, n_outputs, fit_intercept, out
+        )
         out *= n_kept / sample.shape[0]
-    hessian_vector_sum(X, Y, removed, w, v, loss, n_outputs, fit_intercept, out)
+    hessian_vector_sum(X, Y, removed, w, v, offset, loss, n_outputs, fit_intercept, out)
     n_old = n_kept + removed.shape[0]
     if n_old > 0:
         out /= n_old

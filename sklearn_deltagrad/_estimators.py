@@ -94,20 +94,30 @@ class _BaseDeltaGrad(BaseEstimator):
         self : object
             The fitted estimator.
         """
-        self._validate_params()
+        self._check_settings()
         X, y = validate_data(self, X, y, **self._check_params(), reset=True)
         self._fit(X, y, classes=None)
         return self
 
-    def _fit(self, X, y, classes):
+    def _check_settings(self):
+        """Validate the parameters and the device before any state is touched.
+
+        Every call that reads the parameters (``fit`` and each request) checks them:
+        ``set_params`` after ``fit`` must not reach the kernels unchecked.
+        """
+        self._validate_params()
         resolve_device(self.device)
+
+    def _fit(self, X, y, classes):
         Y, encoding = self._encode_targets_for_fit(y, classes)
+        # SGD runs centred on the feature means: same model, better conditioned.
+        offset = X.mean(axis=0) if self.fit_intercept else np.zeros(X.shape[1])
         model = LinearModel(
             loss=encoding["loss"],
             n_outputs=encoding["n_outputs"],
             fit_intercept=bool(self.fit_intercept),
             alpha=float(self.alpha),
-            n_features=X.shape[1],
+            offset=np.asarray(offset, dtype=np.float64),
         )
         n_samples = X.shape[0]
         batch_size = n_samples if self.batch_size is None else self.batch_size
@@ -146,7 +156,7 @@ class _BaseDeltaGrad(BaseEstimator):
         self._rows = rows
         self._schedule = schedule
         self._cache = cache
-        self.sample_ids_ = rows.ids
+        self.sample_ids_ = rows.ids.copy()  # the user's copy, not the rows' ids
         self.n_samples_seen_ = rows.ids.shape[0]
         coef, intercept = self._model.split(cache.final)
         self._set_coefficients(coef, intercept)
@@ -176,6 +186,7 @@ class _BaseDeltaGrad(BaseEstimator):
             The updated estimator.
         """
         check_is_fitted(self)
+        self._check_settings()
         self._check_method(method)
         ids = self._ids_to_remove(X, y, indices)
         self._check_removal_keeps_data(ids)
@@ -195,6 +206,7 @@ class _BaseDeltaGrad(BaseEstimator):
 
     def _partial_fit(self, X, y, method):
         """Add rows ``X, y`` to a fitted estimator."""
+        self._check_settings()
         self._check_method(method)
         X, y = validate_data(self, X, y, **self._check_params(), reset=False)
         Y = self._encode_targets(y)
@@ -437,7 +449,7 @@ class DeltaGradLogisticRegression(ClassifierMixin, _BaseDeltaGrad):
                 raise ValueError(
                     "classes must be passed on the first call to partial_fit."
                 )
-            self._validate_params()
+            self._check_settings()
             X, y = validate_data(self, X, y, **self._check_params(), reset=True)
             self._fit(X, y, classes=classes)
             return self

@@ -22,7 +22,7 @@ from ._curvature import (
     subsampled_hessian_product,
 )
 from ._kernels.cpu import add_penalty, gradient_sum
-from ._training import run_sgd
+from ._training import curvature_bound, run_sgd
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,7 @@ def replay_iterations(
     old_sizes,
     learning_rates,
     alpha,
+    offset,
     loss,
     n_outputs,
     fit_intercept,
@@ -69,6 +70,7 @@ def replay_iterations(
     curvature,
     lbfgs_memory,
     hessian_rows,
+    curvature_bound,
     weights,
     gradients,
     exact,
@@ -101,8 +103,12 @@ def replay_iterations(
         step[:] = w - weights[t]
         removed_sum[:] = 0.0
         added_sum[:] = 0.0
-        gradient_sum(X, Y, removed_t, w, loss, n_outputs, fit_intercept, removed_sum)
-        gradient_sum(X, Y, added_t, w, loss, n_outputs, fit_intercept, added_sum)
+        gradient_sum(
+            X, Y, removed_t, w, offset, loss, n_outputs, fit_intercept, removed_sum
+        )
+        gradient_sum(
+            X, Y, added_t, w, offset, loss, n_outputs, fit_intercept, added_sum
+        )
 
         scheduled = t < burn_in or (t - burn_in) % exact_period == 0
         usable = curvature == HESSIAN or first_pair < n_pairs
@@ -113,24 +119,9 @@ def replay_iterations(
             weights[t] = w
             gradients[t] = new_sum
             continue
-        if scheduled or not usable or b_old == 0:
-            n_exact += 1
-            new_sum[:] = 0.0
-            batch = new_rows[new_ptr[t] : new_ptr[t + 1]]
-            gradient_sum(X, Y, batch, w, loss, n_outputs, fit_intercept, new_sum)
-            if curvature == LBFGS and exact[t] and b_old > 0:
-                # y = regularised gradient difference of the *original* batch.
-                pair_y = (new_sum - added_sum + removed_sum) / b_old - gradients[t]
-                add_penalty(step, alpha, n_penalized, pair_y)
-                before = n_pairs
-                n_pairs = lbfgs_push_pair(pairs_s, pairs_y, n_pairs, step, pair_y)
-                if n_pairs != before or first_pair >= n_pairs:
-                    first_pair, sigma = lbfgs_factorize(
-                        pairs_s, pairs_y, n_pairs, alpha, middle_inv
-                    )
-            exact[t] = True
-        else:
-            # Regularised original-batch gradient at w, from the cache plus curvature.
+        approximate = not (scheduled or not usable or b_old == 0)
+        if approximate:
+            # Original-batch Hessian (+ alpha P) times the step, from the model.
             if curvature == LBFGS:
                 lbfgs_product(
                     pairs_s,
@@ -156,17 +147,42 @@ def replay_iterations(
                     weights[t],
                     step,
                     alpha,
+                    offset,
                     loss,
                     n_outputs,
                     fit_intercept,
                     estimate,
                 )
+            # No batch Hessian is steeper than the per-row bound: a larger product
+            # means the model is wrong here, so compute this iteration exactly.
+            limit = curvature_bound * np.sqrt(np.dot(step, step))
+            approximate = np.dot(estimate, estimate) <= limit * limit
+        if approximate:
             estimate += gradients[t]
             add_penalty(weights[t], alpha, n_penalized, estimate)
             add_penalty(w, -alpha, n_penalized, estimate)
             # Loss-only sum over the new batch: old batch, minus removed, plus added.
             new_sum[:] = b_old * estimate - removed_sum + added_sum
             exact[t] = False
+        else:
+            n_exact += 1
+            new_sum[:] = 0.0
+            batch = new_rows[new_ptr[t] : new_ptr[t + 1]]
+            gradient_sum(
+                X, Y, batch, w, offset, loss, n_outputs, fit_intercept, new_sum
+            )
+            if curvature == LBFGS and exact[t] and b_old > 0:
+                # y = regularised gradient difference of the *original* batch.
+                pair_y = (new_sum - added_sum + removed_sum) / b_old - gradients[t]
+                add_penalty(step, alpha, n_penalized, pair_y)
+                n_pairs, accepted = lbfgs_push_pair(
+                    pairs_s, pairs_y, n_pairs, step, pair_y
+                )
+                if accepted:
+                    first_pair, sigma = lbfgs_factorize(
+                        pairs_s, pairs_y, n_pairs, alpha, middle_inv
+                    )
+            exact[t] = True
         new_sum /= b_new
         weights[t] = w
         gradients[t] = new_sum
@@ -210,6 +226,7 @@ def apply_change(X, Y, row_ids, model, change, cache, method, settings):
             change.old_batch_sizes,
             schedule.learning_rates,
             model.alpha,
+            model.offset,
             model.loss,
             model.n_outputs,
             model.fit_intercept,
@@ -219,6 +236,7 @@ def apply_change(X, Y, row_ids, model, change, cache, method, settings):
             settings.curvature,
             settings.lbfgs_memory,
             settings.hessian_rows,
+            curvature_bound(X, model),
             cache.weights,
             cache.gradients,
             cache.exact,

@@ -21,13 +21,21 @@ from ._kernels.cpu import (
 
 @dataclass(frozen=True)
 class LinearModel:
-    """What the kernels need to know about the model: loss, outputs, penalty."""
+    """What the kernels need to know about the model: loss, outputs, penalty.
+
+    ``offset`` holds the feature means the parametrisation is centred on (zeros
+    without an intercept), see :mod:`sklearn_deltagrad._kernels.cpu`.
+    """
 
     loss: int
     n_outputs: int
     fit_intercept: bool
     alpha: float
-    n_features: int
+    offset: np.ndarray
+
+    @property
+    def n_features(self):
+        return self.offset.shape[0]
 
     @property
     def n_params(self):
@@ -41,8 +49,8 @@ class LinearModel:
         """``(coef, intercept)`` of a flat parameter vector, as in sklearn."""
         p, k = self.n_features, self.n_outputs
         coef = w[: p * k].reshape(p, k).T.copy()
-        intercept = w[p * k :].copy() if self.fit_intercept else np.zeros(k)
-        return coef, intercept
+        intercept = w[p * k :] - self.offset @ coef.T if self.fit_intercept else None
+        return coef, np.zeros(k) if intercept is None else intercept
 
 
 @dataclass
@@ -98,17 +106,36 @@ class TrainingCache:
 _LOSS_CURVATURE_BOUND = {SQUARED: 1.0, BINARY_LOGISTIC: 0.25, MULTINOMIAL: 0.5}
 
 
+def _centered_row_norms(X, model):
+    """``||(x_i - offset, 1)||^2`` for every row (the intercept column included)."""
+    offset = model.offset
+    return (
+        np.einsum("ij,ij->i", X, X)
+        - 2.0 * (X @ offset)
+        + offset @ offset
+        + float(model.fit_intercept)
+    )
+
+
+def curvature_bound(X, model):
+    """An upper bound on the spectral norm of any batch Hessian (+ alpha) of ``X``."""
+    norms = _centered_row_norms(X, model)
+    return _LOSS_CURVATURE_BOUND[model.loss] * norms.max() + model.alpha
+
+
 def auto_learning_rate(X, model, batch_size, n_power_iterations=30, seed=0):
     """A step size ``1 / L`` from the smoothness constant of the batch objective.
 
-    ``L = c * (lambda_max(X'X / n) + max_i ||x_i||^2 / b) + alpha``, with ``X``
-    augmented by the intercept column and ``c`` the largest second derivative of the
-    loss. For full batches this is the smoothness of the objective; for single-row
-    batches it is close to the SAG bound ``c * max_i ||x_i||^2`` that sklearn uses.
+    ``L = c * (lambda_max(Z'Z / n) + max_i ||z_i||^2 / b) + alpha``, where the rows
+    ``z_i`` are ``x_i - offset`` augmented by the intercept column and ``c`` is the
+    largest second derivative of the loss. For full batches this is the smoothness of
+    the objective; for single-row batches it is close to the SAG bound
+    ``c * max_i ||z_i||^2`` that sklearn uses.
     """
     n_samples = X.shape[0]
     intercept = float(model.fit_intercept)
-    row_norms = np.einsum("ij,ij->i", X, X) + intercept
+    offset = model.offset
+    centered_norms = _centered_row_norms(X, model)
     v = np.random.default_rng(seed).standard_normal(X.shape[1] + 1)
     v[-1] = v[-1] * intercept
     eigenvalue = 0.0
@@ -117,11 +144,11 @@ def auto_learning_rate(X, model, batch_size, n_power_iterations=30, seed=0):
         if norm == 0.0:
             break
         v /= norm
-        u = X @ v[:-1] + v[-1] * intercept
-        v = np.append(X.T @ u, u.sum() * intercept) / n_samples
+        u = X @ v[:-1] - offset @ v[:-1] + v[-1] * intercept
+        v = np.append(X.T @ u - offset * u.sum(), u.sum() * intercept) / n_samples
         eigenvalue = float(np.linalg.norm(v))
     smoothness = _LOSS_CURVATURE_BOUND[model.loss] * (
-        eigenvalue + row_norms.max() / max(batch_size, 1)
+        eigenvalue + centered_norms.max() / max(batch_size, 1)
     )
     return 1.0 / (smoothness + model.alpha)
 
@@ -134,6 +161,7 @@ def sgd_iterations(
     batch_rows,
     learning_rates,
     alpha,
+    offset,
     loss,
     n_outputs,
     fit_intercept,
@@ -154,14 +182,25 @@ def sgd_iterations(
         lo = batch_ptr[t]
         hi = batch_ptr[t + 1]
         weights[t] = w
-        gradient[:] = 0.0
-        if hi > lo:
-            gradient_sum(
-                X, Y, batch_rows[lo:hi], w, loss, n_outputs, fit_intercept, gradient
-            )
-            gradient /= hi - lo
-        gradients[t] = gradient
         exact[t] = True
+        if hi == lo:
+            # Every row of this batch was removed: the iteration is skipped.
+            gradients[t] = 0.0
+            continue
+        gradient[:] = 0.0
+        gradient_sum(
+            X,
+            Y,
+            batch_rows[lo:hi],
+            w,
+            offset,
+            loss,
+            n_outputs,
+            fit_intercept,
+            gradient,
+        )
+        gradient /= hi - lo
+        gradients[t] = gradient
         add_penalty(w, alpha, n_penalized, gradient)
         w -= learning_rates[t] * gradient
     return w
@@ -182,6 +221,7 @@ def run_sgd(X, Y, model, batch_ptr, batch_rows, learning_rates, t_start, cache):
         batch_rows,
         learning_rates,
         model.alpha,
+        model.offset,
         model.loss,
         model.n_outputs,
         model.fit_intercept,

@@ -1,0 +1,481 @@
+"""A plain-NumPy oracle for the package: losses, cached SGD, exact retrain, DeltaGrad.
+
+Written independently of the Numba code (no numba import, vectorised NumPy) from the
+design brief (``shared/DESIGN.md`` sections 2-4). It reads an estimator's internal
+state only through plain arrays:
+
+- rows: ``X`` (n, p), ``Y`` (n, q) -- regression targets for the squared loss, 0/1
+  for the binary logistic loss, the class index for the multinomial loss -- and the
+  sorted stable ``ids``;
+- a schedule: ``batch_ptr`` (T + 1), ``batch_ids`` (stable ids), ``learning_rates``;
+- a model: ``loss`` (0 squared, 1 binary logistic, 2 multinomial), ``n_outputs`` K,
+  ``fit_intercept``, ``alpha``, ``n_features`` p and, optionally, ``offset`` (p,):
+  the feature means the parametrisation is centred on (zeros when absent).
+
+Parameters are a flat vector ``w`` of length ``d = (p + fit_intercept) * K``:
+``W = w[:p*K].reshape(p, K)`` are the coefficients, ``b = w[p*K:]`` the K intercepts,
+and the outputs of a row are ``(x - offset) W + b`` -- the sklearn model with
+``coef_ = W'`` and ``intercept_ = b - offset W``. The objective of a batch is its
+mean loss plus ``(alpha/2) ||P w||^2``, where ``P`` zeroes the intercepts; an SGD step
+is ``w <- w - eta_t (g_batch(w) + alpha P w)``, and an empty batch leaves ``w``
+unchanged.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+SQUARED = 0
+BINARY_LOGISTIC = 1
+MULTINOMIAL = 2
+
+# Safeguards of the replay (DESIGN section 4; values of sklearn_deltagrad._curvature).
+MIN_PAIR_NORM2 = 1e-30
+MIN_CURVATURE = 1e-10
+MAX_CONDITION = 1e12
+MIN_SIGMA = 1e-8
+
+
+@dataclass(frozen=True)
+class Model:
+    """A stand-in for the package's model description (any object with these works)."""
+
+    loss: int
+    n_outputs: int
+    fit_intercept: bool
+    alpha: float
+    n_features: int
+    offset: np.ndarray | None = None
+
+
+# --------------------------------------------------------------------------- layout
+def n_params(model):
+    return (model.n_features + int(model.fit_intercept)) * model.n_outputs
+
+
+def penalty_mask(model):
+    """Diagonal of ``P``: 1 on the coefficients, 0 on the intercepts."""
+    mask = np.zeros(n_params(model))
+    mask[: model.n_features * model.n_outputs] = 1.0
+    return mask
+
+
+def offset_of(model):
+    """The centring of the parametrisation: ``model.offset``, or zeros."""
+    offset = getattr(model, "offset", None)
+    if offset is None:
+        return np.zeros(model.n_features)
+    return np.asarray(offset, dtype=np.float64)
+
+
+def split_params(w, model):
+    """``(W, b)``: coefficients ``(p, K)`` and intercepts ``(K,)`` of a flat ``w``."""
+    p, k = model.n_features, model.n_outputs
+    coef = w[: p * k].reshape(p, k)
+    intercept = w[p * k :] if model.fit_intercept else np.zeros(k)
+    return coef, intercept
+
+
+def sklearn_coefficients(w, model):
+    """``(coef_, intercept_)`` in sklearn's layout: ``(K, p)`` and ``(K,)``."""
+    coef, intercept = split_params(w, model)
+    return coef.T, intercept - offset_of(model) @ coef
+
+
+def augmented(X, model):
+    """``X - offset``, with a column of ones when the model has intercepts."""
+    X = np.asarray(X, dtype=np.float64) - offset_of(model)
+    if model.fit_intercept:
+        return np.hstack([X, np.ones((X.shape[0], 1))])
+    return X
+
+
+def outputs(X, w, model):
+    """Linear outputs ``Z = (X - offset) W + b``, shape ``(n, K)``."""
+    coef, intercept = split_params(w, model)
+    X = np.asarray(X, dtype=np.float64) - offset_of(model)
+    return X @ coef + intercept
+
+
+# --------------------------------------------------------------------------- losses
+def sigmoid(z):
+    # tanh form: stable for any z, and not the formula the kernels use.
+    return 0.5 * (1.0 + np.tanh(0.5 * z))
+
+
+def softmax(Z):
+    E = np.exp(Z - Z.max(axis=1, keepdims=True))
+    return E / E.sum(axis=1, keepdims=True)
+
+
+def one_hot(Y, n_classes):
+    labels = np.asarray(Y)[:, 0].astype(np.int64)
+    return np.eye(n_classes)[labels]
+
+
+def loss_values(Z, Y, model):
+    """Per-row loss at outputs ``Z``."""
+    if model.loss == SQUARED:
+        return 0.5 * ((Z - Y) ** 2).sum(axis=1)
+    if model.loss == BINARY_LOGISTIC:
+        z, y = Z[:, 0], Y[:, 0]
+        return np.logaddexp(0.0, z) - y * z
+    shifted = Z - Z.max(axis=1, keepdims=True)
+    log_norm = np.log(np.exp(shifted).sum(axis=1))
+    return log_norm - (shifted * one_hot(Y, model.n_outputs)).sum(axis=1)
+
+
+def residuals(Z, Y, model):
+    """Derivative of each row's loss in its outputs, shape ``(n, K)``."""
+    if model.loss == SQUARED:
+        return Z - Y
+    if model.loss == BINARY_LOGISTIC:
+        return sigmoid(Z) - Y
+    return softmax(Z) - one_hot(Y, model.n_outputs)
+
+
+def output_curvatures(Z, model):
+    """Hessian of each row's loss in its outputs, shape ``(n, K, K)``."""
+    n, k = Z.shape
+    if model.loss == SQUARED:
+        return np.broadcast_to(np.eye(k), (n, k, k)).copy()
+    if model.loss == BINARY_LOGISTIC:
+        prob = sigmoid(Z)
+        return (prob * (1.0 - prob))[:, :, None]
+    prob = softmax(Z)
+    return np.einsum("ik,kl->ikl", prob, np.eye(k)) - np.einsum(
+        "ik,il->ikl", prob, prob
+    )
+
+
+def loss_sum(X, Y, w, model):
+    """Sum of the per-row losses at ``w``."""
+    return float(loss_values(outputs(X, w, model), Y, model).sum())
+
+
+def gradient_sum(X, Y, w, model):
+    """Sum over the rows of the loss gradients at ``w`` (flat layout)."""
+    R = residuals(outputs(X, w, model), Y, model)
+    return (augmented(X, model).T @ R).ravel()
+
+
+def hessian(X, Y, w, model):
+    """Dense ``d x d`` Hessian of the summed loss at ``w``."""
+    Xa = augmented(X, model)
+    A = output_curvatures(outputs(X, w, model), model)
+    d = n_params(model)
+    return np.einsum("ij,il,ikm->jklm", Xa, Xa, A).reshape(d, d)
+
+
+def hessian_vector_sum(X, Y, w, v, model):
+    """Sum over the rows of the loss Hessians at ``w`` times ``v``."""
+    return hessian(X, Y, w, model) @ v
+
+
+def objective(X, Y, w, model):
+    """Mean loss plus the ridge penalty (intercepts excluded)."""
+    coef, _ = split_params(w, model)
+    return loss_sum(X, Y, w, model) / X.shape[0] + 0.5 * model.alpha * (coef**2).sum()
+
+
+# ------------------------------------------------------------------ training (SGD)
+def positions_of(ids, batch_ids):
+    """Positions in rows with sorted stable ``ids`` of each id in ``batch_ids``."""
+    ids = np.asarray(ids)
+    pos = np.searchsorted(ids, batch_ids)
+    assert np.array_equal(ids[pos], batch_ids), "schedule names an unknown row"
+    return pos
+
+
+def sgd_run(X, Y, model, batch_ptr, batch_positions, learning_rates, w0, t_start=0):
+    """Mini-batch SGD on a schedule, from ``w0`` at iteration ``t_start``.
+
+    Returns ``(weights, gradients, final)``: ``weights[t]`` is the iterate at which
+    iteration ``t`` took its gradient, ``gradients[t]`` the mean loss-only gradient of
+    batch ``t`` there (zero for an empty batch), ``final`` the last iterate. Rows
+    before ``t_start`` are NaN.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    Y = np.asarray(Y, dtype=np.float64)
+    n_iterations = len(learning_rates)
+    d = n_params(model)
+    mask = penalty_mask(model)
+    weights = np.full((n_iterations, d), np.nan)
+    gradients = np.full((n_iterations, d), np.nan)
+    w = np.array(w0, dtype=np.float64)
+    for t in range(t_start, n_iterations):
+        rows = np.asarray(batch_positions[batch_ptr[t] : batch_ptr[t + 1]])
+        weights[t] = w
+        if rows.size == 0:
+            gradients[t] = 0.0
+            continue
+        g = gradient_sum(X[rows], Y[rows], w, model) / rows.size
+        gradients[t] = g
+        w = w - learning_rates[t] * (g + model.alpha * mask * w)
+    return weights, gradients, w
+
+
+def exact_retrain(X, Y, ids, model, batch_ptr, batch_ids, learning_rates):
+    """The reference retrain: SGD from zero on a schedule of stable ids."""
+    positions = positions_of(ids, np.asarray(batch_ids))
+    return sgd_run(
+        X, Y, model, batch_ptr, positions, learning_rates, np.zeros(n_params(model))
+    )
+
+
+# ------------------------------------------------------------------------ L-BFGS
+def lbfgs_sigma(pairs, alpha):
+    """Initial scaling of the newest pair, floored at ``max(alpha, MIN_SIGMA)``."""
+    s, y = pairs[-1]
+    return max(float(y @ s) / float(s @ s), max(alpha, MIN_SIGMA))
+
+
+def lbfgs_middle(pairs, sigma):
+    """The compact form's middle matrix ``[[sigma S S', L], [L', -D]]``."""
+    S = np.array([s for s, _ in pairs])
+    Yp = np.array([y for _, y in pairs])
+    SY = S @ Yp.T
+    lower = np.tril(SY, -1)
+    return np.block([[sigma * S @ S.T, lower], [lower.T, -np.diag(np.diag(SY))]])
+
+
+def lbfgs_matrix_recursive(pairs, sigma):
+    """Dense BFGS matrix from ``sigma I`` updated by each pair, oldest first."""
+    d = pairs[0][0].shape[0]
+    B = sigma * np.eye(d)
+    for s, y in pairs:
+        Bs = B @ s
+        B = B - np.outer(Bs, Bs) / (s @ Bs) + np.outer(y, y) / (y @ s)
+    return B
+
+
+def lbfgs_matrix_compact(pairs, sigma):
+    """Dense ``sigma I - [sigma S, Y] M^-1 [sigma S, Y]'`` via ``np.linalg.solve``."""
+    S = np.array([s for s, _ in pairs])
+    Yp = np.array([y for _, y in pairs])
+    W = np.vstack([sigma * S, Yp])
+    middle = lbfgs_middle(pairs, sigma)
+    return sigma * np.eye(S.shape[1]) - W.T @ np.linalg.solve(middle, W)
+
+
+def lbfgs_model(pairs, alpha, form="recursive"):
+    """``(first, sigma, B)``: drop the oldest pairs while the middle matrix is
+    ill-conditioned; ``B`` is None when no pair is usable."""
+    if not pairs:
+        return 0, 1.0, None
+    sigma = lbfgs_sigma(pairs, alpha)
+    build = lbfgs_matrix_recursive if form == "recursive" else lbfgs_matrix_compact
+    for first in range(len(pairs)):
+        if np.linalg.cond(lbfgs_middle(pairs[first:], sigma)) < MAX_CONDITION:
+            return first, sigma, build(pairs[first:], sigma)
+    return len(pairs), sigma, None
+
+
+def pair_is_usable(s, y):
+    ss = float(s @ s)
+    return ss > MIN_PAIR_NORM2 and float(s @ y) > MIN_CURVATURE * ss
+
+
+# ------------------------------------------------------------------------ replay
+def _batches(batch_ptr, batch_ids):
+    return [
+        batch_ids[batch_ptr[t] : batch_ptr[t + 1]] for t in range(len(batch_ptr) - 1)
+    ]
+
+
+def batch_changes(old_ptr, old_ids, new_ptr, new_ids):
+    """Per iteration: ``(old, new, removed, added, kept)`` batches of stable ids.
+
+    ``kept`` is the new batch without the added rows, in new-batch order.
+    """
+    changes = []
+    for old, new in zip(
+        _batches(old_ptr, old_ids), _batches(new_ptr, new_ids), strict=True
+    ):
+        removed = old[~np.isin(old, new)]
+        added = new[~np.isin(new, old)]
+        kept = new[np.isin(new, old)]
+        changes.append((old, new, removed, added, kept))
+    return changes
+
+
+def first_changed_iteration(changes):
+    for t, (_, _, removed, added, _) in enumerate(changes):
+        if removed.size or added.size:
+            return t
+    return len(changes)
+
+
+def deltagrad_replay(
+    X,
+    Y,
+    ids,
+    model,
+    old_schedule,
+    new_schedule,
+    weights,
+    gradients,
+    exact,
+    *,
+    burn_in,
+    exact_period,
+    curvature,
+    lbfgs_memory,
+    hessian_rows,
+    lbfgs_form="recursive",
+):
+    """The DeltaGrad replay of DESIGN section 4, in NumPy.
+
+    ``X``/``Y``/``ids`` hold every row either schedule mentions (sorted ``ids``);
+    ``old_schedule``/``new_schedule`` are ``(batch_ptr, batch_ids)`` of stable ids;
+    ``weights``/``gradients``/``exact`` the cache of the old trajectory.
+    ``curvature`` is ``"lbfgs"`` or ``"hessian"``. Returns a dict with the new cache
+    (``weights``, ``gradients``, ``exact``, ``final``), ``first_iteration`` and
+    ``n_exact`` (exact iterations computed; skipped empty batches not counted).
+
+    Rules: iteration ``t`` is exact when ``t < burn_in`` or ``(t - burn_in) %
+    exact_period == 0``, or when no curvature is usable yet, or when its old batch
+    was empty; a batch left empty is skipped. At an exact iteration whose cached
+    gradient is exact and whose old batch is not empty, the pair ``s = w' - w_t``,
+    ``y = g_old_batch(w') - g_t + alpha P s`` is offered to the L-BFGS memory
+    (skipped when ``s's <= 1e-30`` or ``s'y <= 1e-10 s's``; oldest dropped when
+    full), and the L-BFGS model is rebuilt whenever the memory changed.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    Y = np.asarray(Y, dtype=np.float64)
+    lr = np.asarray(new_schedule[2] if len(new_schedule) > 2 else old_schedule[2])
+    changes = batch_changes(old_schedule[0], old_schedule[1], *new_schedule[:2])
+    n_iterations = len(changes)
+    mask = penalty_mask(model)
+    alpha = model.alpha
+
+    def rows(batch):
+        pos = positions_of(ids, batch)
+        return X[pos], Y[pos]
+
+    def grad(batch, w):
+        if batch.size == 0:
+            return np.zeros_like(w)
+        return gradient_sum(*rows(batch), w, model)
+
+    def hess(batch, w):
+        if batch.size == 0:
+            return np.zeros((w.size, w.size))
+        return hessian(*rows(batch), w, model)
+
+    weights = np.array(weights, dtype=np.float64)
+    gradients = np.array(gradients, dtype=np.float64)
+    exact_in = np.array(exact, dtype=bool)
+    exact_out = exact_in.copy()
+    t0 = first_changed_iteration(changes)
+    if t0 >= n_iterations:
+        return {
+            "weights": weights,
+            "gradients": gradients,
+            "exact": exact_out,
+            "final": None,
+            "first_iteration": t0,
+            "n_exact": 0,
+        }
+    w = weights[t0].copy()
+    pairs = []
+    first, B = 0, None
+    n_exact = 0
+    for t in range(t0, n_iterations):
+        old, new, removed, added, kept = changes[t]
+        b_old, b_new = old.size, new.size
+        w_old = weights[t].copy()
+        s = w - w_old
+        if b_new == 0:
+            weights[t] = w
+            gradients[t] = 0.0
+            exact_out[t] = True
+            continue
+        scheduled = t < burn_in or (t - burn_in) % exact_period == 0
+        usable = curvature == "hessian" or (B is not None and first < len(pairs))
+        if scheduled or not usable or b_old == 0:
+            n_exact += 1
+            g_new = grad(new, w) / b_new
+            if curvature == "lbfgs" and exact_in[t] and b_old > 0:
+                y = grad(old, w) / b_old - gradients[t] + alpha * mask * s
+                if pair_is_usable(s, y):
+                    pairs = (pairs + [(s.copy(), y)])[-lbfgs_memory:]
+                    first, _, B = lbfgs_model(pairs, alpha, lbfgs_form)
+            exact_out[t] = True
+        else:
+            if curvature == "lbfgs":
+                curv = B @ s
+            else:
+                sample = kept[: min(hessian_rows, kept.size)]
+                H = hess(removed, w_old)
+                if sample.size:
+                    H = H + hess(sample, w_old) * (kept.size / sample.size)
+                curv = H @ s / b_old + alpha * mask * s
+            estimate = gradients[t] + alpha * mask * w_old + curv
+            g_new = (
+                b_old * (estimate - alpha * mask * w)
+                - grad(removed, w)
+                + grad(added, w)
+            ) / b_new
+            exact_out[t] = False
+        weights[t] = w
+        gradients[t] = g_new
+        w = w - lr[t] * (g_new + alpha * mask * w)
+    return {
+        "weights": weights,
+        "gradients": gradients,
+        "exact": exact_out,
+        "final": w,
+        "first_iteration": t0,
+        "n_exact": n_exact,
+    }
+
+
+# ------------------------------------------------------------- estimator helpers
+def state_of(est):
+    """A snapshot of an estimator's internal state as plain arrays."""
+    rows, schedule, cache = est._rows, est._schedule, est._cache
+    return {
+        "X": rows.X.copy(),
+        "Y": rows.Y.copy(),
+        "ids": rows.ids.copy(),
+        "batch_ptr": schedule.batch_ptr.copy(),
+        "batch_ids": schedule.batch_ids.copy(),
+        "learning_rates": schedule.learning_rates.copy(),
+        "weights": cache.weights.copy(),
+        "gradients": cache.gradients.copy(),
+        "exact": cache.exact.copy(),
+        "final": cache.final.copy(),
+    }
+
+
+def union_rows(*states):
+    """Rows of several snapshots merged by stable id (sorted)."""
+    X = np.concatenate([s["X"] for s in states])
+    Y = np.concatenate([s["Y"] for s in states])
+    ids = np.concatenate([s["ids"] for s in states])
+    ids, first = np.unique(ids, return_index=True)
+    return X[first], Y[first], ids
+
+
+def replay_request(before, after, model, est, *, lbfgs_form="recursive"):
+    """The NumPy replay of the request that took snapshot ``before`` to ``after``,
+    with the replay settings of ``est``."""
+    X, Y, ids = union_rows(before, after)
+    return deltagrad_replay(
+        X,
+        Y,
+        ids,
+        model,
+        (before["batch_ptr"], before["batch_ids"], before["learning_rates"]),
+        (after["batch_ptr"], after["batch_ids"], after["learning_rates"]),
+        before["weights"],
+        before["gradients"],
+        before["exact"],
+        burn_in=est.burn_in,
+        exact_period=est.exact_period,
+        curvature=est.curvature,
+        lbfgs_memory=est.lbfgs_memory,
+        hessian_rows=est.hessian_rows,
+        lbfgs_form=lbfgs_form,
+    )

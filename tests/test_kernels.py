@@ -1,0 +1,384 @@
+"""The Numba kernels against the plain-NumPy reference (and the reference itself
+against finite differences)."""
+
+import inspect
+
+import numpy as np
+import pytest
+
+from sklearn_deltagrad._curvature import (
+    lbfgs_factorize,
+    lbfgs_product,
+    lbfgs_push_pair,
+    subsampled_hessian_product,
+)
+from sklearn_deltagrad._kernels import cpu
+
+from . import reference as ref
+
+# (loss, n_outputs): squared single and multi-target, binary logistic, multinomial.
+LOSSES = [
+    pytest.param(ref.SQUARED, 1, id="squared"),
+    pytest.param(ref.SQUARED, 3, id="squared-multi"),
+    pytest.param(ref.BINARY_LOGISTIC, 1, id="binary"),
+    pytest.param(ref.MULTINOMIAL, 4, id="multinomial"),
+]
+INTERCEPT = [pytest.param(True, id="intercept"), pytest.param(False, id="no-intercept")]
+# The parametrisation may be centred on fixed feature means (model.offset).
+CENTRED = [pytest.param(False, id="uncentred"), pytest.param(True, id="centred")]
+
+
+def call(kernel, **named):
+    """Call a Numba function by its parameter names (robust to argument order)."""
+    names = list(inspect.signature(kernel.py_func).parameters)
+    missing = [name for name in names if name not in named]
+    assert not missing, f"{kernel.py_func.__name__} takes unexpected {missing}"
+    return kernel(*(named[name] for name in names))
+
+
+def takes_offset(kernel):
+    return "offset" in inspect.signature(kernel.py_func).parameters
+
+
+def make_problem(
+    loss, n_outputs, fit_intercept, n_samples=23, n_features=6, seed=0, centred=False
+):
+    """Rows with scattered zeros and one all-zero row; targets in the kernel encoding.
+
+    ``centred``: the model's parametrisation is centred on a non-zero ``offset``.
+    """
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n_samples, n_features))
+    X[rng.random(X.shape) < 0.3] = 0.0
+    X[4] = 0.0
+    if loss == ref.SQUARED:
+        Y = rng.standard_normal((n_samples, n_outputs)) * 2.0
+    elif loss == ref.BINARY_LOGISTIC:
+        Y = rng.integers(2, size=(n_samples, 1)).astype(np.float64)
+    else:
+        Y = rng.integers(n_outputs, size=(n_samples, 1)).astype(np.float64)
+    X[:, 0] += 1.5  # a feature far from zero mean
+    offset = X.mean(axis=0) if centred else np.zeros(n_features)
+    model = ref.Model(loss, n_outputs, fit_intercept, 0.3, n_features, offset)
+    w = rng.standard_normal(ref.n_params(model)) * 0.7
+    return X, Y, model, w, rng
+
+
+def rel_err(a, b):
+    a, b = np.asarray(a), np.asarray(b)
+    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-300))
+
+
+# --------------------------------------------------------- the reference is right
+@pytest.mark.parametrize("centred", CENTRED)
+@pytest.mark.parametrize("fit_intercept", INTERCEPT)
+@pytest.mark.parametrize("loss, n_outputs", LOSSES)
+def test_reference_gradient_and_hessian_match_finite_differences(
+    loss, n_outputs, fit_intercept, centred
+):
+    X, Y, model, w, _ = make_problem(loss, n_outputs, fit_intercept, centred=centred)
+    d = w.size
+    h = 1e-6
+    eye = np.eye(d)
+    numeric_grad = np.array(
+        [
+            (
+                ref.loss_sum(X, Y, w + h * e, model)
+                - ref.loss_sum(X, Y, w - h * e, model)
+            )
+            / (2 * h)
+            for e in eye
+        ]
+    )
+    np.testing.assert_allclose(
+        ref.gradient_sum(X, Y, w, model), numeric_grad, rtol=1e-6, atol=1e-6
+    )
+    numeric_hess = np.array(
+        [
+            (
+                ref.gradient_sum(X, Y, w + h * e, model)
+                - ref.gradient_sum(X, Y, w - h * e, model)
+            )
+            / (2 * h)
+            for e in eye
+        ]
+    )
+    H = ref.hessian(X, Y, w, model)
+    np.testing.assert_allclose(H, H.T, atol=1e-12)
+    np.testing.assert_allclose(H, numeric_hess, rtol=1e-6, atol=1e-6)
+
+
+# ------------------------------------------------------------- per-row kernels
+@pytest.mark.parametrize("loss, n_outputs", LOSSES)
+def test_row_kernels_match_reference(loss, n_outputs):
+    X, Y, model, w, rng = make_problem(loss, n_outputs, True)
+    Z = ref.outputs(X, w, model) * 3.0
+    R = ref.residuals(Z, Y, model)
+    A = ref.output_curvatures(Z, model)
+    U = rng.standard_normal(Z.shape)
+    r = np.empty(n_outputs)
+    hu = np.empty(n_outputs)
+    for i in range(X.shape[0]):
+        cpu.loss_residual(loss, Z[i], Y[i], r)
+        np.testing.assert_allclose(r, R[i], rtol=1e-10, atol=1e-12)
+        cpu.loss_curvature_product(loss, Z[i], U[i], hu)
+        np.testing.assert_allclose(hu, A[i] @ U[i], rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("loss, n_outputs", LOSSES[2:])
+def test_logistic_residual_and_curvature_are_stable_for_large_outputs(loss, n_outputs):
+    model = ref.Model(loss, n_outputs, True, 0.0, 1)
+    for scale in (-800.0, -40.0, 40.0, 800.0):
+        z = np.linspace(-1.0, 1.0, n_outputs) * scale
+        if n_outputs == 1:
+            z = np.array([scale])
+        for label in range(max(n_outputs, 2) if loss == ref.MULTINOMIAL else 2):
+            y_row = np.array([float(label)])
+            r = np.empty(n_outputs)
+            cpu.loss_residual(loss, z, y_row, r)
+            expected = ref.residuals(z[None, :], y_row[None, :], model)[0]
+            assert np.isfinite(r).all()
+            np.testing.assert_allclose(r, expected, rtol=1e-10, atol=1e-15)
+            u = np.ones(n_outputs)
+            hu = np.empty(n_outputs)
+            cpu.loss_curvature_product(loss, z, u, hu)
+            curv = ref.output_curvatures(z[None, :], model)[0]
+            assert np.isfinite(hu).all()
+            np.testing.assert_allclose(hu, curv @ u, rtol=1e-10, atol=1e-15)
+
+
+# ------------------------------------------------------------------ batch sums
+def kernel_args(X, Y, model, w, **more):
+    named = {
+        "X": X,
+        "Y": Y,
+        "w": w,
+        "offset": ref.offset_of(model),
+        "loss": model.loss,
+        "n_outputs": model.n_outputs,
+        "fit_intercept": model.fit_intercept,
+        "alpha": model.alpha,
+    }
+    named.update(more)
+    return named
+
+
+@pytest.mark.parametrize("centred", CENTRED)
+@pytest.mark.parametrize("fit_intercept", INTERCEPT)
+@pytest.mark.parametrize("loss, n_outputs", LOSSES)
+def test_gradient_sum_matches_reference(loss, n_outputs, fit_intercept, centred):
+    X, Y, model, w, rng = make_problem(loss, n_outputs, fit_intercept, centred=centred)
+    assert takes_offset(cpu.gradient_sum) or not centred
+    # A subset with the zero row and a repeated row, in an arbitrary order.
+    rows = np.array([7, 4, 0, 19, 7, 12, 3, 22], dtype=np.int64)
+    start = rng.standard_normal(w.size)
+    out = start.copy()
+    call(cpu.gradient_sum, **kernel_args(X, Y, model, w, rows=rows, out=out))
+    expected = ref.gradient_sum(X[rows], Y[rows], w, model)
+    assert rel_err(out - start, expected) < 1e-10
+    # Adds into out; an empty row set adds nothing.
+    before = out.copy()
+    empty = np.zeros(0, dtype=np.int64)
+    call(cpu.gradient_sum, **kernel_args(X, Y, model, w, rows=empty, out=out))
+    np.testing.assert_array_equal(out, before)
+    # All rows.
+    full = np.zeros(w.size)
+    every = np.arange(X.shape[0], dtype=np.int64)
+    call(cpu.gradient_sum, **kernel_args(X, Y, model, w, rows=every, out=full))
+    assert rel_err(full, ref.gradient_sum(X, Y, w, model)) < 1e-10
+
+
+@pytest.mark.parametrize("centred", CENTRED)
+@pytest.mark.parametrize("fit_intercept", INTERCEPT)
+@pytest.mark.parametrize("loss, n_outputs", LOSSES)
+def test_hessian_vector_sum_matches_reference(loss, n_outputs, fit_intercept, centred):
+    X, Y, model, w, rng = make_problem(loss, n_outputs, fit_intercept, centred=centred)
+    assert takes_offset(cpu.hessian_vector_sum) or not centred
+    rows = np.array([1, 4, 9, 9, 15, 21, 0], dtype=np.int64)
+    for _ in range(3):
+        v = rng.standard_normal(w.size)
+        start = rng.standard_normal(w.size)
+        out = start.copy()
+        call(
+            cpu.hessian_vector_sum,
+            **kernel_args(X, Y, model, w, rows=rows, v=v, out=out),
+        )
+        expected = ref.hessian(X[rows], Y[rows], w, model) @ v
+        assert rel_err(out - start, expected) < 1e-10
+
+
+@pytest.mark.parametrize("fit_intercept", INTERCEPT)
+def test_add_penalty_skips_intercepts(fit_intercept):
+    model = ref.Model(ref.MULTINOMIAL, 3, fit_intercept, 0.25, 4)
+    rng = np.random.default_rng(1)
+    w = rng.standard_normal(ref.n_params(model))
+    out = rng.standard_normal(w.size)
+    expected = out + model.alpha * ref.penalty_mask(model) * w
+    cpu.add_penalty(w, model.alpha, model.n_features * model.n_outputs, out)
+    np.testing.assert_allclose(out, expected, rtol=1e-15, atol=0)
+    if fit_intercept:
+        np.testing.assert_array_equal(out[-3:], expected[-3:])
+
+
+# ---------------------------------------------------------------------- L-BFGS
+def curvature_pairs(d, n_pairs, seed=0):
+    """Pairs ``(s, A s)`` of a random SPD matrix ``A``."""
+    rng = np.random.default_rng(seed)
+    M = rng.standard_normal((d, d))
+    A = M @ M.T / d + 0.5 * np.eye(d)
+    pairs = []
+    for _ in range(n_pairs):
+        s = rng.standard_normal(d)
+        pairs.append((s, A @ s))
+    return pairs, rng
+
+
+def push_all(pairs, memory, d):
+    S = np.zeros((memory, d))
+    Yp = np.zeros((memory, d))
+    n = 0
+    for s, y in pairs:
+        n, _ = lbfgs_push_pair(S, Yp, n, s, y)
+    return S, Yp, n
+
+
+def test_lbfgs_push_pair_keeps_the_newest_usable_pairs():
+    d, memory = 7, 3
+    pairs, rng = curvature_pairs(d, 5)
+    S, Yp, n = push_all(pairs, memory, d)
+    assert n == memory
+    np.testing.assert_array_equal(S, np.array([s for s, _ in pairs[-3:]]))
+    np.testing.assert_array_equal(Yp, np.array([y for _, y in pairs[-3:]]))
+    # Rejected: a tiny step, and a pair of non-positive curvature.
+    tiny = np.full(d, 1e-17)
+    for s, y in [(tiny, tiny), (pairs[0][0], -pairs[0][1]), (pairs[0][0], 0 * tiny)]:
+        S2, Y2 = S.copy(), Yp.copy()
+        assert lbfgs_push_pair(S2, Y2, n, s, y) == (n, False)
+        np.testing.assert_array_equal(S2, S)
+        np.testing.assert_array_equal(Y2, Yp)
+    # Not full: appended.
+    S3, Y3 = np.zeros((memory, d)), np.zeros((memory, d))
+    assert lbfgs_push_pair(S3, Y3, 0, *pairs[0]) == (1, True)
+    # Full: the oldest is dropped, the count stays, and the pair is accepted.
+    assert lbfgs_push_pair(S.copy(), Yp.copy(), n, *pairs[0]) == (n, True)
+    np.testing.assert_array_equal(S3[0], pairs[0][0])
+
+
+@pytest.mark.parametrize("n_pairs", [1, 2, 4])
+@pytest.mark.parametrize("alpha", [0.0, 0.05])
+def test_lbfgs_product_matches_dense_bfgs_matrix(n_pairs, alpha):
+    d, memory = 9, 4
+    pairs, rng = curvature_pairs(d, n_pairs, seed=n_pairs)
+    S, Yp, n = push_all(pairs, memory, d)
+    middle_inv = np.zeros((2 * memory, 2 * memory))
+    first, sigma = lbfgs_factorize(S, Yp, n, alpha, middle_inv)
+    ref_first, ref_sigma, B = ref.lbfgs_model(pairs, alpha)
+    assert (first, n) == (ref_first, n_pairs) == (0, n_pairs)
+    assert sigma == pytest.approx(ref_sigma, rel=1e-14)
+    k = n_pairs
+    np.testing.assert_allclose(
+        middle_inv[: 2 * k, : 2 * k],
+        np.linalg.inv(ref.lbfgs_middle(pairs, sigma)),
+        rtol=1e-9,
+        atol=1e-12,
+    )
+    # The recursive BFGS update and the compact form are the same matrix ...
+    assert rel_err(ref.lbfgs_matrix_compact(pairs, sigma), B) < 1e-10
+    # ... which satisfies the newest secant equation ...
+    s_new, y_new = pairs[-1]
+    assert rel_err(B @ s_new, y_new) < 1e-10
+    # ... and is what the kernel multiplies by.
+    out = np.empty(d)
+    for _ in range(3):
+        v = rng.standard_normal(d)
+        lbfgs_product(S, Yp, first, n, sigma, middle_inv, v, out)
+        assert rel_err(out, B @ v) < 1e-10
+
+
+def test_lbfgs_factorize_floors_sigma():
+    d = 5
+    pairs, _ = curvature_pairs(d, 2)
+    S, Yp, n = push_all(pairs, 2, d)
+    middle_inv = np.zeros((4, 4))
+    newest = pairs[-1][1] @ pairs[-1][0] / (pairs[-1][0] @ pairs[-1][0])
+    big_alpha = 10 * newest
+    _, sigma = lbfgs_factorize(S, Yp, n, big_alpha, middle_inv)
+    assert sigma == big_alpha
+    # A pair of tiny curvature: sigma floored at 1e-8 even without alpha.
+    s = pairs[0][0]
+    S1, Y1, n1 = push_all([(s, 1e-9 * s / (s @ s))], 1, d)
+    _, sigma = lbfgs_factorize(S1, Y1, n1, 0.0, middle_inv)
+    assert sigma == pytest.approx(1e-8)
+    assert ref.lbfgs_model([(s, 1e-9 * s / (s @ s))], 0.0)[1] == pytest.approx(1e-8)
+    # No pairs at all.
+    assert lbfgs_factorize(np.zeros((2, d)), np.zeros((2, d)), 0, 0.0, middle_inv) == (
+        0,
+        1.0,
+    )
+
+
+def test_lbfgs_factorize_drops_oldest_pairs_when_ill_conditioned():
+    d = 6
+    pairs, rng = curvature_pairs(d, 3, seed=3)
+    # The oldest pair is 1e-7 times shorter than the others: sigma S S' has a
+    # condition number near 1e14, above the 1e12 limit; the newest two are fine.
+    s0, y0 = pairs[0]
+    pairs[0] = (1e-7 * s0, 1e-7 * y0)
+    S, Yp, n = push_all(pairs, 3, d)
+    assert n == 3
+    sigma = ref.lbfgs_sigma(pairs, 0.0)
+    assert np.linalg.cond(ref.lbfgs_middle(pairs, sigma)) > 1e12
+    middle_inv = np.zeros((6, 6))
+    first, sigma = lbfgs_factorize(S, Yp, n, 0.0, middle_inv)
+    ref_first, ref_sigma, B = ref.lbfgs_model(pairs, 0.0)
+    assert first == ref_first == 1
+    out = np.empty(d)
+    v = rng.standard_normal(d)
+    lbfgs_product(S, Yp, first, n, sigma, middle_inv, v, out)
+    assert rel_err(out, B @ v) < 1e-10
+
+
+# -------------------------------------------------------- sub-sampled Hessian
+@pytest.mark.parametrize("centred", CENTRED)
+@pytest.mark.parametrize("fit_intercept", INTERCEPT)
+@pytest.mark.parametrize("loss, n_outputs", LOSSES)
+def test_subsampled_hessian_product(loss, n_outputs, fit_intercept, centred):
+    X, Y, model, w, rng = make_problem(loss, n_outputs, fit_intercept, centred=centred)
+    assert takes_offset(subsampled_hessian_product) or not centred
+    kept = np.array([2, 4, 5, 8, 11, 13, 17, 20], dtype=np.int64)
+    removed = np.array([0, 9, 14], dtype=np.int64)
+    mask = ref.penalty_mask(model)
+    v = rng.standard_normal(w.size)
+    out = rng.standard_normal(w.size)  # overwritten, not added to
+
+    def product(sample, n_kept, removed):
+        named = kernel_args(X, Y, model, w, v=v, out=out)
+        call(
+            subsampled_hessian_product,
+            **named,
+            sample=sample,
+            n_kept=n_kept,
+            removed=removed,
+        )
+        return out
+
+    # Every kept row sampled: the exact Hessian of the original batch, plus alpha P.
+    batch = np.concatenate([kept, removed])
+    exact = (
+        ref.hessian(X[batch], Y[batch], w, model) @ v / batch.size
+        + model.alpha * mask * v
+    )
+    assert rel_err(product(kept, kept.size, removed), exact) < 1e-10
+    # A sample of three kept rows, scaled up to the kept count.
+    sample = kept[:3]
+    estimate = (
+        ref.hessian(X[sample], Y[sample], w, model) * (kept.size / sample.size)
+        + ref.hessian(X[removed], Y[removed], w, model)
+    ) @ v / batch.size + model.alpha * mask * v
+    assert rel_err(product(sample, kept.size, removed), estimate) < 1e-10
+    # Nothing removed (an addition).
+    exact = (
+        ref.hessian(X[kept], Y[kept], w, model) @ v / kept.size + model.alpha * mask * v
+    )
+    nothing = np.zeros(0, dtype=np.int64)
+    assert rel_err(product(kept, kept.size, nothing), exact) < 1e-10
