@@ -55,7 +55,8 @@ def lbfgs_push_pair(S, Yp, n_pairs, s, y):
 def lbfgs_factorize(S, Yp, n_pairs, alpha, middle_inv):
     """Invert the compact form's middle matrix into ``middle_inv``.
 
-    Drops the oldest pairs while the matrix is ill-conditioned. Returns
+    While the matrix is ill-conditioned, drops the older half of the pairs in use
+    (halving keeps the cost at O(log m) factorisations). Returns
     ``(first, sigma)``: the pairs ``first..n_pairs-1`` are in use; ``first ==
     n_pairs`` means no usable pair (the caller must take an exact iteration).
     """
@@ -66,7 +67,8 @@ def lbfgs_factorize(S, Yp, n_pairs, alpha, middle_inv):
     sigma = max(
         np.dot(Yp[newest], s_new) / np.dot(s_new, s_new), max(alpha, _MIN_SIGMA)
     )
-    for first in range(n_pairs):
+    first = 0
+    while first < n_pairs:
         k = n_pairs - first
         SY = S[first:n_pairs] @ Yp[first:n_pairs].T
         SS = S[first:n_pairs] @ S[first:n_pairs].T
@@ -80,6 +82,7 @@ def lbfgs_factorize(S, Yp, n_pairs, alpha, middle_inv):
         if np.linalg.cond(middle) < _MAX_CONDITION:
             middle_inv[: 2 * k, : 2 * k] = np.linalg.inv(middle)
             return first, sigma
+        first += (k + 1) // 2
     return n_pairs, sigma
 
 

@@ -52,14 +52,14 @@ class _BaseDeltaGrad(BaseEstimator):
         *,
         alpha=1e-4,
         fit_intercept=True,
-        max_iter=100,
-        batch_size=16384,
+        max_iter=50,
+        batch_size=4096,
         learning_rate="auto",
         exact_period=10,
         burn_in=10,
         curvature="lbfgs",
         lbfgs_memory=32,
-        hessian_rows=256,
+        hessian_rows=128,
         device="cpu",
         random_state=None,
         verbose=0,
@@ -349,9 +349,9 @@ class DeltaGradLogisticRegression(ClassifierMixin, _BaseDeltaGrad):
         are removed or added.
     fit_intercept : bool, default=True
         Whether to fit an (unpenalised) intercept.
-    max_iter : int, default=100
+    max_iter : int, default=50
         Number of epochs (passes over the data) of the schedule.
-    batch_size : int or None, default=16384
+    batch_size : int or None, default=4096
         Rows per mini-batch; ``None`` (or a size at least the number of rows) means
         full-batch gradient descent.
     learning_rate : "auto" or float, default="auto"
@@ -369,7 +369,7 @@ class DeltaGradLogisticRegression(ClassifierMixin, _BaseDeltaGrad):
         ``hessian_rows`` rows of the batch.
     lbfgs_memory : int, default=32
         ``m``, the number of curvature pairs of the L-BFGS model.
-    hessian_rows : int, default=256
+    hessian_rows : int, default=128
         Rows per Hessian-vector product of the ``"hessian"`` model.
     device : {"cpu", "cuda", "auto"}, default="cpu"
         Where the kernels run. Only the CPU is implemented in this version.
@@ -599,9 +599,9 @@ class DeltaGradRidge(RegressorMixin, _BaseDeltaGrad):
         are removed or added.
     fit_intercept : bool, default=True
         Whether to fit an (unpenalised) intercept.
-    max_iter : int, default=100
+    max_iter : int, default=50
         Number of epochs of the schedule.
-    batch_size : int or None, default=16384
+    batch_size : int or None, default=4096
         Rows per mini-batch; ``None`` means full-batch gradient descent.
     learning_rate : "auto" or float, default="auto"
         Constant step size; ``"auto"`` derives it from the data's smoothness constant.
@@ -613,7 +613,7 @@ class DeltaGradRidge(RegressorMixin, _BaseDeltaGrad):
         Curvature model of the approximate iterations.
     lbfgs_memory : int, default=32
         ``m``, the number of L-BFGS curvature pairs.
-    hessian_rows : int, default=256
+    hessian_rows : int, default=128
         Rows per Hessian-vector product of the ``"hessian"`` model.
     device : {"cpu", "cuda", "auto"}, default="cpu"
         Where the kernels run. Only the CPU is implemented in this version.

@@ -105,7 +105,9 @@ def make_schedule(n_samples, batch_size, n_epochs, learning_rate, rng):
 def remove_rows(schedule, removed_ids):
     """The schedule without ``removed_ids``, and which rows left which batch."""
     iterations = schedule.iteration_of_entries()
-    removed = np.isin(schedule.batch_ids, removed_ids)
+    is_removed = np.zeros(int(schedule.batch_ids.max()) + 1, dtype=bool)
+    is_removed[removed_ids] = True
+    removed = is_removed[schedule.batch_ids]
     kept = ~removed
     n_iterations = schedule.n_iterations
     new_schedule = Schedule(

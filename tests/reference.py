@@ -259,15 +259,17 @@ def lbfgs_matrix_compact(pairs, sigma):
 
 
 def lbfgs_model(pairs, alpha, form="recursive"):
-    """``(first, sigma, B)``: drop the oldest pairs while the middle matrix is
-    ill-conditioned; ``B`` is None when no pair is usable."""
+    """``(first, sigma, B)``: while the middle matrix is ill-conditioned, drop the
+    older half of the pairs in use; ``B`` is None when no pair is usable."""
     if not pairs:
         return 0, 1.0, None
     sigma = lbfgs_sigma(pairs, alpha)
     build = lbfgs_matrix_recursive if form == "recursive" else lbfgs_matrix_compact
-    for first in range(len(pairs)):
+    first = 0
+    while first < len(pairs):
         if np.linalg.cond(lbfgs_middle(pairs[first:], sigma)) < MAX_CONDITION:
             return first, sigma, build(pairs[first:], sigma)
+        first += (len(pairs) - first + 1) // 2
     return len(pairs), sigma, None
 
 
