@@ -401,7 +401,9 @@ def deltagrad_replay(
             if curvature == "lbfgs" and exact_in[t] and b_old > 0:
                 y = grad(old, w) / b_old - gradients[t] + alpha * mask * s
                 if pair_is_usable(s, y):
-                    pairs = (pairs + [(s.copy(), y)])[-lbfgs_memory:]
+                    # At most one pair per parameter (more cannot be independent).
+                    memory = min(lbfgs_memory, s.shape[0])
+                    pairs = (pairs + [(s.copy(), y)])[-memory:]
                     first, _, B = lbfgs_model(pairs, alpha, lbfgs_form)
             exact_out[t] = True
         else:
