@@ -10,18 +10,52 @@ the new iterate ``w'`` from the cached one at ``w``: ``g(w) + alpha P w + B (w' 
   product costs ``O(m d)``;
 - ``HESSIAN``: the loss Hessian at ``w`` of the first rows of the batch (batches are
   random permutations, so these are a random subset fixed by ``random_state``) plus
-  ``alpha P``, costing ``O(rows * d)`` per product.
+  ``alpha P``, costing ``O(rows * d)`` per product;
+- ``GRAM`` (squared loss only): the exact batch Hessian, kept as the Gram matrix
+  ``sum_i a_i a_i^T`` of each batch's centred rows ``a_i = (x_i - offset, 1)``; it does
+  not depend on ``w``, is built once at the first request and then updated by the
+  changed rows only, costing ``O(q^2 K)`` per product for ``q`` columns. The replay
+  is then exact up to rounding.
 """
 
 import numpy as np
 from numba import njit
 
-from ._kernels.cpu import add_penalty, hessian_vector_sum
+from ._kernels.cpu import SQUARED, add_penalty, hessian_vector_sum
+
+
+def resolve_curvature(name, model, hessian_rows):
+    """The curvature model code for the ``curvature`` parameter.
+
+    ``"auto"`` picks the exact ``"gram"`` model for the squared loss with at most
+    ``_MAX_GRAM_COLUMNS`` columns; otherwise ``"hessian"`` when its row sample can
+    have full rank (``hessian_rows * n_outputs >= 2 * n_params``), else ``"lbfgs"``.
+    """
+    columns = model.n_features + int(model.fit_intercept)
+    if name == "gram" and model.loss != SQUARED:
+        raise ValueError(
+            "curvature='gram' needs the squared loss (DeltaGradRidge): the logistic "
+            "Hessian changes with the parameters."
+        )
+    if name != "auto":
+        return CURVATURE_CODES[name]
+    if model.loss == SQUARED and columns <= _MAX_GRAM_COLUMNS:
+        return GRAM
+    if hessian_rows * model.n_outputs >= 2 * model.n_params:
+        return HESSIAN
+    return LBFGS
+
 
 LBFGS = 0
 HESSIAN = 1
+GRAM = 2
 
-CURVATURE_CODES = {"lbfgs": LBFGS, "hessian": HESSIAN}
+CURVATURE_CODES = {"lbfgs": LBFGS, "hessian": HESSIAN, "gram": GRAM}
+CURVATURE_NAMES = {"auto", *CURVATURE_CODES}
+
+# "auto" keeps per-batch Gram matrices only up to this many columns (with the
+# intercept): T * q^2 floats, at most 32 KiB per iteration.
+_MAX_GRAM_COLUMNS = 64
 
 # A pair is kept only if s'y > _MIN_CURVATURE * s's; the middle matrix is used only
 # while its condition number stays below _MAX_CONDITION.
@@ -140,3 +174,58 @@ def subsampled_hessian_product(
     if n_old > 0:
         out /= n_old
     add_penalty(v, alpha, X.shape[1] * n_outputs, out)
+
+
+@njit(cache=True)
+def add_gram_rows(X, rows, offset, fit_intercept, sign, gram):
+    """``gram += sign * sum_i a_i a_i^T`` over ``rows``, ``a_i = (x_i - offset, 1)``."""
+    n_features = X.shape[1]
+    n_columns = gram.shape[0]
+    a = np.empty(n_columns)
+    for idx in range(rows.shape[0]):
+        i = rows[idx]
+        for j in range(n_features):
+            a[j] = X[i, j] - offset[j]
+        if fit_intercept:
+            a[n_features] = 1.0
+        for j in range(n_columns):
+            aj = sign * a[j]
+            if aj != 0.0:
+                for k in range(n_columns):
+                    gram[j, k] += aj * a[k]
+
+
+@njit(cache=True)
+def batch_grams(X, batch_ptr, batch_rows, offset, fit_intercept, grams):
+    """The Gram matrix of every batch of a schedule, into ``grams`` (T, q, q)."""
+    for t in range(grams.shape[0]):
+        grams[t] = 0.0
+        rows = batch_rows[batch_ptr[t] : batch_ptr[t + 1]]
+        add_gram_rows(X, rows, offset, fit_intercept, 1.0, grams[t])
+
+
+@njit(cache=True)
+def update_grams(
+    X, removed_ptr, removed_rows, added_ptr, added_rows, offset, fit_intercept, grams
+):
+    """Take removed rows out of, and put added rows into, their batches' Grams."""
+    for t in range(grams.shape[0]):
+        removed = removed_rows[removed_ptr[t] : removed_ptr[t + 1]]
+        added = added_rows[added_ptr[t] : added_ptr[t + 1]]
+        add_gram_rows(X, removed, offset, fit_intercept, -1.0, grams[t])
+        add_gram_rows(X, added, offset, fit_intercept, 1.0, grams[t])
+
+
+@njit(cache=True)
+def gram_product(gram, n_rows, v, alpha, n_outputs, n_penalized, out):
+    """``out = (gram / n_rows) (x) I_K v + alpha P v``: a batch Hessian product."""
+    n_columns = gram.shape[0]
+    out[:] = 0.0
+    for j in range(n_columns):
+        for col in range(n_columns):
+            g = gram[j, col]
+            if g != 0.0:
+                for k in range(n_outputs):
+                    out[j * n_outputs + k] += g * v[col * n_outputs + k]
+    out /= n_rows
+    add_penalty(v, alpha, n_penalized, out)

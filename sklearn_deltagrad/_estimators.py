@@ -17,7 +17,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._backend import resolve_device
-from ._curvature import CURVATURE_CODES
+from ._curvature import CURVATURE_NAMES, resolve_curvature
 from ._kernels.cpu import BINARY_LOGISTIC, MULTINOMIAL, SQUARED
 from ._replay import ReplaySettings, apply_change
 from ._rows import TrainingRows
@@ -39,7 +39,7 @@ class _BaseDeltaGrad(BaseEstimator):
         ],
         "exact_period": [Interval(Integral, 1, None, closed="left")],
         "burn_in": [Interval(Integral, 0, None, closed="left")],
-        "curvature": [StrOptions(set(CURVATURE_CODES))],
+        "curvature": [StrOptions(CURVATURE_NAMES)],
         "lbfgs_memory": [Interval(Integral, 1, None, closed="left")],
         "hessian_rows": [Interval(Integral, 1, None, closed="left")],
         "device": [StrOptions({"cpu", "cuda", "auto"})],
@@ -57,7 +57,7 @@ class _BaseDeltaGrad(BaseEstimator):
         learning_rate="auto",
         exact_period=10,
         burn_in=10,
-        curvature="lbfgs",
+        curvature="auto",
         lbfgs_memory=32,
         hessian_rows=128,
         device="cpu",
@@ -119,6 +119,7 @@ class _BaseDeltaGrad(BaseEstimator):
             alpha=float(self.alpha),
             offset=np.asarray(offset, dtype=np.float64),
         )
+        resolve_curvature(self.curvature, model, self.hessian_rows)
         n_samples = X.shape[0]
         batch_size = n_samples if self.batch_size is None else self.batch_size
         rng = np.random.default_rng(
@@ -240,7 +241,7 @@ class _BaseDeltaGrad(BaseEstimator):
         return ReplaySettings(
             burn_in=int(self.burn_in),
             exact_period=int(self.exact_period),
-            curvature=CURVATURE_CODES[self.curvature],
+            curvature=resolve_curvature(self.curvature, self._model, self.hessian_rows),
             lbfgs_memory=int(self.lbfgs_memory),
             hessian_rows=int(self.hessian_rows),
         )
@@ -363,10 +364,13 @@ class DeltaGradLogisticRegression(ClassifierMixin, _BaseDeltaGrad):
         computes the exact gradient; the others use the curvature model.
     burn_in : int, default=10
         ``j0``: the first ``burn_in`` iterations of the schedule are always exact.
-    curvature : {"lbfgs", "hessian"}, default="lbfgs"
+    curvature : {"auto", "lbfgs", "hessian"}, default="auto"
         Curvature model of the approximate iterations: the L-BFGS matrix of the last
         ``lbfgs_memory`` exact iterations, or Hessian-vector products on the first
-        ``hessian_rows`` rows of the batch.
+        ``hessian_rows`` rows of the batch (more accurate when the batches differ, as
+        long as ``hessian_rows * n_classes`` is not small next to the number of
+        parameters). ``"auto"`` takes ``"hessian"`` when ``hessian_rows *
+        n_outputs >= 2 * n_params`` and ``"lbfgs"`` otherwise.
     lbfgs_memory : int, default=32
         ``m``, the number of curvature pairs of the L-BFGS model.
     hessian_rows : int, default=128
@@ -609,8 +613,13 @@ class DeltaGradRidge(RegressorMixin, _BaseDeltaGrad):
         ``T0``, the period of exact iterations in a replay after the burn-in.
     burn_in : int, default=10
         ``j0``, the number of leading iterations that are always exact.
-    curvature : {"lbfgs", "hessian"}, default="lbfgs"
-        Curvature model of the approximate iterations.
+    curvature : {"auto", "gram", "lbfgs", "hessian"}, default="auto"
+        Curvature model of the approximate iterations. ``"gram"`` keeps each batch's
+        Gram matrix (built at the first request, ``T * (n_features + 1)^2`` floats,
+        updated by every request) and makes the replay exact up to rounding;
+        ``"lbfgs"`` and ``"hessian"`` are as in
+        :class:`DeltaGradLogisticRegression`. ``"auto"`` takes ``"gram"`` up to 63
+        features, otherwise as the classifier does.
     lbfgs_memory : int, default=32
         ``m``, the number of L-BFGS curvature pairs.
     hessian_rows : int, default=128

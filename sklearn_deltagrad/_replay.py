@@ -14,12 +14,15 @@ import numpy as np
 from numba import njit
 
 from ._curvature import (
-    HESSIAN,
+    GRAM,
     LBFGS,
+    batch_grams,
+    gram_product,
     lbfgs_factorize,
     lbfgs_product,
     lbfgs_push_pair,
     subsampled_hessian_product,
+    update_grams,
 )
 from ._kernels.cpu import add_penalty, gradient_sum
 from ._training import curvature_bound, run_sgd
@@ -71,6 +74,7 @@ def replay_iterations(
     lbfgs_memory,
     hessian_rows,
     curvature_bound,
+    grams,
     weights,
     gradients,
     exact,
@@ -111,7 +115,7 @@ def replay_iterations(
         )
 
         scheduled = t < burn_in or (t - burn_in) % exact_period == 0
-        usable = curvature == HESSIAN or first_pair < n_pairs
+        usable = curvature != LBFGS or first_pair < n_pairs
         if b_new == 0:
             # Every row of this batch is gone: the retrain skips the iteration.
             new_sum[:] = 0.0
@@ -132,6 +136,10 @@ def replay_iterations(
                     middle_inv,
                     step,
                     estimate,
+                )
+            elif curvature == GRAM:
+                gram_product(
+                    grams[t], b_old, step, alpha, n_outputs, n_penalized, estimate
                 )
             else:
                 # This request's added rows sit at the end of the batch.
@@ -198,6 +206,38 @@ def _position_lookup(row_ids):
     return lookup
 
 
+def _old_grams(X, model, change, new_rows, changed, cache, settings):
+    """The Gram matrices of the *old* batches, for the ``GRAM`` curvature model.
+
+    Built at the first request that needs them (from the new batches, with the change
+    undone) and kept in the cache, where every request then updates them.
+    """
+    if settings.curvature != GRAM and cache.grams is None:
+        return None
+    if cache.grams is not None:
+        return cache.grams.copy()
+    n_columns = model.n_features + int(model.fit_intercept)
+    n_iterations = change.schedule.n_iterations
+    grams = np.empty((n_iterations, n_columns, n_columns))
+    batch_grams(
+        X, change.schedule.batch_ptr, new_rows, model.offset, model.fit_intercept, grams
+    )
+    removed_ptr, removed_rows, added_ptr, added_rows, offset, fit_intercept = changed
+    # Undo the change: the old batches had the removed rows and not the added ones.
+    update_grams(
+        X,
+        added_ptr,
+        added_rows,
+        removed_ptr,
+        removed_rows,
+        offset,
+        fit_intercept,
+        grams,
+    )
+    cache.grams = grams.copy()
+    return grams
+
+
 def apply_change(X, Y, row_ids, model, change, cache, method, settings):
     """Update ``cache`` (a copy) to the changed training set; return it and a report.
 
@@ -212,6 +252,17 @@ def apply_change(X, Y, row_ids, model, change, cache, method, settings):
     t_start = change.first_changed_iteration
     n_iterations = schedule.n_iterations
     cache = cache.copy()
+    removed_rows = lookup[change.removed_ids]
+    added_rows = lookup[change.added_ids]
+    changed = (
+        change.removed_ptr,
+        removed_rows,
+        change.added_ptr,
+        added_rows,
+        model.offset,
+        model.fit_intercept,
+    )
+    old_grams = _old_grams(X, model, change, new_rows, changed, cache, settings)
     if t_start >= n_iterations:
         n_exact = 0
     elif method == "exact":
@@ -224,9 +275,9 @@ def apply_change(X, Y, row_ids, model, change, cache, method, settings):
             new_ptr,
             new_rows,
             change.removed_ptr,
-            lookup[change.removed_ids],
+            removed_rows,
             change.added_ptr,
-            lookup[change.added_ids],
+            added_rows,
             change.old_batch_sizes,
             schedule.learning_rates,
             model.alpha,
@@ -242,11 +293,14 @@ def apply_change(X, Y, row_ids, model, change, cache, method, settings):
             min(settings.lbfgs_memory, model.n_params),
             settings.hessian_rows,
             curvature_bound(X, model),
+            np.zeros((1, 1, 1)) if old_grams is None else old_grams,
             cache.weights,
             cache.gradients,
             cache.exact,
         )
         cache.final[:] = final
+    if cache.grams is not None:
+        update_grams(X, *changed, cache.grams)
     n_replayed = max(n_iterations - t_start, 0)
     report = ReplayReport(
         method=method,

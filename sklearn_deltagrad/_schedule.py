@@ -9,6 +9,7 @@ in the same order. Batches are stored in CSR form (``batch_ptr``, ``batch_ids``)
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
 
 
 @dataclass
@@ -102,29 +103,59 @@ def make_schedule(n_samples, batch_size, n_epochs, learning_rate, rng):
     )
 
 
+@njit(cache=True)
+def _split_batches(batch_ptr, batch_ids, is_removed, n_removed_entries):
+    """One pass over the schedule: kept and removed entries of every batch (CSR)."""
+    n_iterations = batch_ptr.shape[0] - 1
+    kept_ptr = np.zeros(n_iterations + 1, dtype=np.int64)
+    removed_ptr = np.zeros(n_iterations + 1, dtype=np.int64)
+    kept_ids = np.empty(batch_ids.shape[0] - n_removed_entries, dtype=np.int64)
+    removed_ids = np.empty(n_removed_entries, dtype=np.int64)
+    n_kept = 0
+    n_removed = 0
+    for t in range(n_iterations):
+        for e in range(batch_ptr[t], batch_ptr[t + 1]):
+            row = batch_ids[e]
+            if is_removed[row]:
+                removed_ids[n_removed] = row
+                n_removed += 1
+            else:
+                kept_ids[n_kept] = row
+                n_kept += 1
+        kept_ptr[t + 1] = n_kept
+        removed_ptr[t + 1] = n_removed
+    return kept_ptr, kept_ids, removed_ptr, removed_ids
+
+
 def remove_rows(schedule, removed_ids):
-    """The schedule without ``removed_ids``, and which rows left which batch."""
-    iterations = schedule.iteration_of_entries()
-    is_removed = np.zeros(int(schedule.batch_ids.max()) + 1, dtype=bool)
+    """The schedule without ``removed_ids``, and which rows left which batch.
+
+    Every row appears once per epoch, so ``len(removed_ids) * n_epochs`` entries go.
+    """
+    is_removed = np.zeros(int(schedule.batch_ids.max()) + 1, dtype=np.bool_)
     is_removed[removed_ids] = True
-    removed = is_removed[schedule.batch_ids]
-    kept = ~removed
+    n_epochs = schedule.n_iterations // schedule.batches_per_epoch
+    kept_ptr, kept_ids, removed_ptr, removed_entries = _split_batches(
+        schedule.batch_ptr,
+        schedule.batch_ids,
+        is_removed,
+        len(removed_ids) * n_epochs,
+    )
     n_iterations = schedule.n_iterations
     new_schedule = Schedule(
-        batch_ptr=_ptr_from_iterations(iterations[kept], n_iterations),
-        batch_ids=schedule.batch_ids[kept],
+        batch_ptr=kept_ptr,
+        batch_ids=kept_ids,
         learning_rates=schedule.learning_rates,
         batches_per_epoch=schedule.batches_per_epoch,
         seed=schedule.seed,
         n_additions=schedule.n_additions,
     )
-    empty = np.zeros(0, dtype=np.int64)
     return ScheduleChange(
         schedule=new_schedule,
-        removed_ptr=_ptr_from_iterations(iterations[removed], n_iterations),
-        removed_ids=schedule.batch_ids[removed],
+        removed_ptr=removed_ptr,
+        removed_ids=removed_entries,
         added_ptr=np.zeros(n_iterations + 1, dtype=np.int64),
-        added_ids=empty,
+        added_ids=np.zeros(0, dtype=np.int64),
         old_batch_sizes=schedule.batch_sizes(),
     )
 

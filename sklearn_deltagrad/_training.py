@@ -69,12 +69,16 @@ class TrainingCache:
         only at exact entries.
     final : ndarray of shape (n_params,)
         The parameters after the last iteration: the model.
+    grams : ndarray of shape (n_iterations, q, q) or None
+        Per-batch Gram matrices of the ``"gram"`` curvature model, built at the first
+        request that uses it and kept up to date by every later request.
     """
 
     weights: np.ndarray
     gradients: np.ndarray
     exact: np.ndarray
     final: np.ndarray
+    grams: np.ndarray | None = None
 
     @classmethod
     def empty(cls, n_iterations, n_params):
@@ -91,6 +95,7 @@ class TrainingCache:
             self.gradients.copy(),
             self.exact.copy(),
             self.final.copy(),
+            None if self.grams is None else self.grams.copy(),
         )
 
     @property
@@ -100,6 +105,7 @@ class TrainingCache:
             + self.gradients.nbytes
             + self.exact.nbytes
             + self.final.nbytes
+            + (0 if self.grams is None else self.grams.nbytes)
         )
 
 

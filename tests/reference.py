@@ -331,7 +331,8 @@ def deltagrad_replay(
     ``X``/``Y``/``ids`` hold every row either schedule mentions (sorted ``ids``);
     ``old_schedule``/``new_schedule`` are ``(batch_ptr, batch_ids)`` of stable ids;
     ``weights``/``gradients``/``exact`` the cache of the old trajectory.
-    ``curvature`` is ``"lbfgs"`` or ``"hessian"``. Returns a dict with the new cache
+    ``curvature`` is ``"lbfgs"``, ``"hessian"`` or ``"gram"`` (the exact Hessian of
+    the whole old batch, for the squared loss). Returns a dict with the new cache
     (``weights``, ``gradients``, ``exact``, ``final``), ``first_iteration`` and
     ``n_exact`` (exact iterations computed; skipped empty batches not counted).
 
@@ -394,7 +395,7 @@ def deltagrad_replay(
             exact_out[t] = True
             continue
         scheduled = t < burn_in or (t - burn_in) % exact_period == 0
-        usable = curvature == "hessian" or (B is not None and first < len(pairs))
+        usable = curvature != "lbfgs" or (B is not None and first < len(pairs))
         if scheduled or not usable or b_old == 0:
             n_exact += 1
             g_new = grad(new, w) / b_new
@@ -410,7 +411,8 @@ def deltagrad_replay(
             if curvature == "lbfgs":
                 curv = B @ s
             else:
-                sample = kept[: min(hessian_rows, kept.size)]
+                n_sample = kept.size if curvature == "gram" else hessian_rows
+                sample = kept[: min(n_sample, kept.size)]
                 H = hess(removed, w_old)
                 if sample.size:
                     H = H + hess(sample, w_old) * (kept.size / sample.size)
@@ -436,6 +438,20 @@ def deltagrad_replay(
 
 
 # ------------------------------------------------------------- estimator helpers
+def resolved_curvature(est):
+    """The model ``curvature="auto"`` stands for (the documented rule)."""
+    if est.curvature != "auto":
+        return est.curvature
+    model = est._model
+    columns = model.n_features + int(model.fit_intercept)
+    n_params = columns * model.n_outputs
+    if model.loss == SQUARED and columns <= 64:
+        return "gram"
+    if est.hessian_rows * model.n_outputs >= 2 * n_params:
+        return "hessian"
+    return "lbfgs"
+
+
 def state_of(est):
     """A snapshot of an estimator's internal state as plain arrays."""
     rows, schedule, cache = est._rows, est._schedule, est._cache
@@ -478,7 +494,7 @@ def replay_request(before, after, model, est, *, lbfgs_form="recursive"):
         before["exact"],
         burn_in=est.burn_in,
         exact_period=est.exact_period,
-        curvature=est.curvature,
+        curvature=resolved_curvature(est),
         lbfgs_memory=est.lbfgs_memory,
         hessian_rows=est.hessian_rows,
         lbfgs_form=lbfgs_form,
