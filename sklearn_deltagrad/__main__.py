@@ -31,7 +31,7 @@ def main(argv=None):
         X / 16.0, y, test_size=0.2, random_state=args.seed
     )
     model = DeltaGradLogisticRegression(
-        batch_size=256, max_iter=30, random_state=args.seed
+        batch_size=None, max_iter=100, random_state=args.seed
     )
     # The first fit and requests compile the Numba kernels (cached on disk).
     compile_start = time.perf_counter()
