@@ -1,7 +1,18 @@
 """Scikit-learn linear models that forget and learn training rows with DeltaGrad."""
 
-from ._estimators import DeltaGradLogisticRegression, DeltaGradRidge
+from ._estimators import (
+    CacheTooLargeError,
+    DeltaGradLogisticRegression,
+    DeltaGradRidge,
+    InconsistentDeltaGradVersionWarning,
+)
 
 __version__ = "0.1.0"
 
-__all__ = ["DeltaGradLogisticRegression", "DeltaGradRidge", "__version__"]
+__all__ = [
+    "CacheTooLargeError",
+    "DeltaGradLogisticRegression",
+    "DeltaGradRidge",
+    "InconsistentDeltaGradVersionWarning",
+    "__version__",
+]

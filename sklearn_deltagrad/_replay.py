@@ -41,13 +41,57 @@ class ReplaySettings:
 
 @dataclass
 class ReplayReport:
-    """What one request did: the audit record of a model update."""
+    """What one request did: the audit record of a model update.
+
+    Parameters
+    ----------
+    method : {"deltagrad", "exact"}
+        How the model was updated (``"exact"`` also when a fallback replaced a
+        requested ``"deltagrad"``, see ``fallback``).
+    first_iteration : int
+        First iteration of the schedule that was recomputed.
+    n_exact_iterations : int
+        Iterations whose gradient was computed exactly.
+    n_approximate_iterations : int
+        Iterations whose gradient came from the curvature model.
+    seconds : float
+        Wall-clock time of the update.
+    n_removed : int
+        Rows removed by the request.
+    n_added : int
+        Rows added by the request.
+    n_samples : int
+        Training rows after the request.
+    drift : float
+        Estimated relative error ``||w - w_exact|| / ||w||`` that this request added
+        (0 for an exact update), see ``drift_estimate``.
+    drift_total : float
+        The estimator's accumulated ``drift_`` after the request.
+    requested_method : str or None
+        The ``method`` the caller asked for.
+    fallback : str or None
+        Why an exact retrain replaced the requested DeltaGrad replay:
+        ``"max_change_share"`` or ``"max_drift"``; ``None`` when it did not.
+    n_residual_checks : int
+        Exact iterations at which the curvature model's prediction was checked.
+    mean_residual : float
+        Mean norm of the gradient residual at those checks.
+    """
 
     method: str
     first_iteration: int
     n_exact_iterations: int
     n_approximate_iterations: int
     seconds: float
+    n_removed: int = 0
+    n_added: int = 0
+    n_samples: int = 0
+    drift: float = 0.0
+    drift_total: float = 0.0
+    requested_method: str | None = None
+    fallback: str | None = None
+    n_residual_checks: int = 0
+    mean_residual: float = 0.0
 
 
 @njit(cache=True)
@@ -82,7 +126,12 @@ def replay_iterations(
     """Replay iterations ``t_start..T-1`` on the changed batches, updating the cache.
 
     ``weights``/``gradients``/``exact`` hold the old trajectory on entry and the new
-    one on exit. Returns ``(final parameters, number of exact iterations)``.
+    one on exit. Returns ``(final parameters, number of exact iterations, sum of
+    residual norms, number of residual checks, exposure)``: at every scheduled exact
+    iteration where the curvature model is usable, the model's prediction of the
+    original batch's loss gradient is compared with the exact one (the residual);
+    the exposure is the sum of ``(learning_rate * b_old / b_new)^2`` over approximate
+    iterations, whose factor is how far a gradient error there moves the parameters.
     """
     n_iterations, n_params = weights.shape
     n_penalized = X.shape[1] * n_outputs
@@ -99,6 +148,9 @@ def replay_iterations(
     added_sum = np.empty(n_params)
     estimate = np.empty(n_params)
     n_exact = 0
+    residual_sum = 0.0
+    n_checks = 0
+    exposure = 0.0
     for t in range(t_start, n_iterations):
         b_old = old_sizes[t]
         b_new = new_ptr[t + 1] - new_ptr[t]
@@ -123,8 +175,9 @@ def replay_iterations(
             weights[t] = w
             gradients[t] = new_sum
             continue
-        approximate = not (scheduled or not usable or b_old == 0)
-        if approximate:
+        modelled = usable and b_old > 0
+        approximate = modelled and not scheduled
+        if modelled:
             # Original-batch Hessian (+ alpha P) times the step, from the model.
             if curvature == LBFGS:
                 lbfgs_product(
@@ -164,14 +217,17 @@ def replay_iterations(
             # No batch Hessian is steeper than the per-row bound: a larger product
             # means the model is wrong here, so compute this iteration exactly.
             limit = curvature_bound * np.sqrt(np.dot(step, step))
-            approximate = np.dot(estimate, estimate) <= limit * limit
-        if approximate:
+            approximate = approximate and np.dot(estimate, estimate) <= limit * limit
+            # The model's loss-only gradient of the original batch at w.
             estimate += gradients[t]
             add_penalty(weights[t], alpha, n_penalized, estimate)
             add_penalty(w, -alpha, n_penalized, estimate)
+        if approximate:
             # Loss-only sum over the new batch: old batch, minus removed, plus added.
             new_sum[:] = b_old * estimate - removed_sum + added_sum
             exact[t] = False
+            move = learning_rates[t] * b_old / b_new
+            exposure += move * move
         else:
             n_exact += 1
             new_sum[:] = 0.0
@@ -179,6 +235,15 @@ def replay_iterations(
             gradient_sum(
                 X, Y, batch, w, offset, loss, n_outputs, fit_intercept, new_sum
             )
+            if modelled and scheduled:
+                # Drift indicator: what the model would have predicted here.
+                residual = 0.0
+                for i in range(n_params):
+                    diff = (new_sum[i] - added_sum[i] + removed_sum[i]) / b_old
+                    diff -= estimate[i]
+                    residual += diff * diff
+                residual_sum += np.sqrt(residual)
+                n_checks += 1
             if curvature == LBFGS and exact[t] and b_old > 0:
                 # y = regularised gradient difference of the *original* batch.
                 pair_y = (new_sum - added_sum + removed_sum) / b_old - gradients[t]
@@ -196,7 +261,7 @@ def replay_iterations(
         gradients[t] = new_sum
         add_penalty(w, alpha, n_penalized, new_sum)
         w -= learning_rates[t] * new_sum
-    return w, n_exact
+    return w, n_exact, residual_sum, n_checks, exposure
 
 
 def _position_lookup(row_ids):
@@ -242,7 +307,12 @@ def apply_change(X, Y, row_ids, model, change, cache, method, settings):
     """Update ``cache`` (a copy) to the changed training set; return it and a report.
 
     ``X``/``Y`` hold every row that the old or the new schedule mentions, with stable
-    ids ``row_ids`` (sorted). ``method`` is ``"deltagrad"`` or ``"exact"``.
+    ids ``row_ids`` (sorted). ``method`` is ``"deltagrad"`` or ``"exact"``. The exact
+    retrain starts at the first changed iteration or at the first iteration whose
+    cached gradient is an estimate of an earlier replay, whichever comes first, so
+    that its result is the reference retrain of the whole current training set.
+    The report's ``drift`` is the replay's estimated error ``||w - w_exact||``
+    (absolute; see :func:`drift_estimate`).
     """
     start = time.perf_counter()
     schedule = change.schedule
@@ -263,13 +333,18 @@ def apply_change(X, Y, row_ids, model, change, cache, method, settings):
         model.fit_intercept,
     )
     old_grams = _old_grams(X, model, change, new_rows, changed, cache, settings)
+    residual_sum, n_checks, exposure = 0.0, 0, 0.0
+    if method == "exact":
+        inexact = np.flatnonzero(~cache.exact)
+        if inexact.size:
+            t_start = min(t_start, int(inexact[0]))
     if t_start >= n_iterations:
         n_exact = 0
     elif method == "exact":
         run_sgd(X, Y, model, new_ptr, new_rows, schedule.learning_rates, t_start, cache)
         n_exact = n_iterations - t_start
     else:
-        final, n_exact = replay_iterations(
+        final, n_exact, residual_sum, n_checks, exposure = replay_iterations(
             X,
             Y,
             new_ptr,
@@ -302,11 +377,41 @@ def apply_change(X, Y, row_ids, model, change, cache, method, settings):
     if cache.grams is not None:
         update_grams(X, *changed, cache.grams)
     n_replayed = max(n_iterations - t_start, 0)
+    mean_residual = residual_sum / n_checks if n_checks else 0.0
     report = ReplayReport(
         method=method,
         first_iteration=int(t_start),
         n_exact_iterations=int(n_exact),
         n_approximate_iterations=int(n_replayed - n_exact),
         seconds=time.perf_counter() - start,
+        drift=drift_estimate(mean_residual, exposure),
+        n_residual_checks=int(n_checks),
+        mean_residual=float(mean_residual),
     )
     return cache, report
+
+
+def drift_estimate(mean_residual, exposure):
+    """Estimated ``||w_replay - w_exact||`` of one replay, from its residuals.
+
+    At its scheduled exact iterations the replay compares the curvature model's
+    prediction of the batch gradient with the exact gradient; the mean norm of the
+    difference stands for the gradient error of every approximate iteration, and an
+    error ``e`` there moves the parameters by ``learning_rate * b_old / b_new * e``.
+    These moves are added as independent random steps (a root sum of squares, no
+    contraction): ``mean_residual * sqrt(exposure)``. A cheap indicator, not a
+    bound; it is 0 when no iteration was approximate.
+
+    Parameters
+    ----------
+    mean_residual : float
+        Mean norm of the residuals at the checked exact iterations.
+    exposure : float
+        Sum of ``(learning_rate * b_old / b_new)^2`` over approximate iterations.
+
+    Returns
+    -------
+    float
+        The estimate of ``||w_replay - w_exact||``.
+    """
+    return float(mean_residual * np.sqrt(exposure))

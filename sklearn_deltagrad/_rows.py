@@ -56,22 +56,18 @@ class TrainingRows:
     def without(self, ids):
         """The rows without ``ids``, compacted in place (this object is consumed).
 
-        Moving the kept rows over the removed ones avoids allocating a copy of ``X``
-        per request; the freed tail is zeroed, so no removed row stays in memory.
-        Read-only storage (e.g. memory-mapped) is copied instead.
+        Equivalent to ``self.removal(ids).apply()``; see :class:`PendingRemoval`.
         """
-        positions = self.positions(ids)
-        arrays = (self.X, self.Y, self.ids)
-        if not all(a.flags.writeable and a.flags.c_contiguous for a in arrays):
-            return TrainingRows(
-                *(np.delete(a, positions, axis=0) for a in arrays), self.next_id
-            )
-        n_kept = _compact(self.X, self.Y, self.ids, positions)
-        self.X[n_kept:] = 0.0
-        self.Y[n_kept:] = 0.0
-        return TrainingRows(
-            self.X[:n_kept], self.Y[:n_kept], self.ids[:n_kept], self.next_id
-        )
+        return self.removal(ids).apply()
+
+    def removal(self, ids):
+        """Prepare the removal of ``ids`` without touching any row (see below).
+
+        Everything that can fail (lookups, allocations) happens here; the returned
+        :class:`PendingRemoval` then compacts the rows in place with one compiled
+        call, which Python cannot interrupt, and can undo it.
+        """
+        return PendingRemoval(self, self.positions(ids))
 
     def with_added(self, X, Y):
         new_ids = np.arange(self.next_id, self.next_id + X.shape[0], dtype=np.int64)
@@ -84,9 +80,67 @@ class TrainingRows:
         return rows, new_ids
 
 
+class PendingRemoval:
+    """A removal of rows from a :class:`TrainingRows`, ready to apply and undo.
+
+    Moving the kept rows over the removed ones avoids allocating a copy of ``X``
+    per request; the freed tail is zeroed, so no removed row stays in memory.
+    Read-only or non-contiguous storage (e.g. memory-mapped) is copied instead, in
+    the constructor, so that :meth:`apply` cannot fail half-way. The removed rows
+    are kept aside (they are few) until :meth:`forget`, so that :meth:`undo` can
+    put every row back where it was: a request that fails after the compaction
+    leaves the rows exactly as before.
+    """
+
+    def __init__(self, rows, positions):
+        self.rows = rows
+        self.positions = np.ascontiguousarray(positions, dtype=np.int64)
+        arrays = (rows.X, rows.Y, rows.ids)
+        self.in_place = all(a.flags.writeable and a.flags.c_contiguous for a in arrays)
+        # Set by the compiled compaction itself, so that it always tells whether the
+        # rows were moved, even when an interrupt arrives right after the call.
+        self.compacted = np.zeros(1, dtype=np.bool_)
+        if self.in_place:
+            self.removed = tuple(a[self.positions] for a in arrays)
+            self.result = None
+        else:
+            self.removed = None
+            self.result = TrainingRows(
+                *(np.delete(a, self.positions, axis=0) for a in arrays), rows.next_id
+            )
+
+    def apply(self):
+        """The rows without the removed ones (compacting the storage in place)."""
+        if not self.in_place:
+            return self.result
+        rows = self.rows
+        n_kept = _compact(rows.X, rows.Y, rows.ids, self.positions, self.compacted)
+        return TrainingRows(
+            rows.X[:n_kept], rows.Y[:n_kept], rows.ids[:n_kept], rows.next_id
+        )
+
+    def undo(self):
+        """Put the removed rows back (after :meth:`apply`), in their old places."""
+        if self.in_place:
+            rows = self.rows
+            _uncompact(
+                rows.X, rows.Y, rows.ids, self.positions, *self.removed, self.compacted
+            )
+
+    def forget(self):
+        """Drop the removed rows kept for :meth:`undo` (the removal is final)."""
+        self.removed = None
+        self.rows = None
+
+
 @njit(cache=True)
-def _compact(X, Y, ids, removed_positions):
-    """Shift the rows not in ``removed_positions`` (sorted) to the front, in order."""
+def _compact(X, Y, ids, removed_positions, compacted):
+    """Shift the rows not in ``removed_positions`` (sorted) to the front, in order.
+
+    Sets ``compacted[0]`` (no-op when already set).
+    """
+    if compacted[0]:
+        return X.shape[0] - removed_positions.shape[0]
     write = removed_positions[0]
     skip = 0
     for read in range(removed_positions[0], X.shape[0]):
@@ -97,7 +151,36 @@ def _compact(X, Y, ids, removed_positions):
         Y[write] = Y[read]
         ids[write] = ids[read]
         write += 1
+    X[write:] = 0.0
+    Y[write:] = 0.0
+    compacted[0] = True
     return write
+
+
+@njit(cache=True)
+def _uncompact(
+    X, Y, ids, removed_positions, removed_X, removed_Y, removed_ids, compacted
+):
+    """Undo :func:`_compact` (if ``compacted[0]``): spread the kept rows out again
+    and put the removed ones back; clears ``compacted[0]``."""
+    if not compacted[0]:
+        return
+    n = X.shape[0]
+    n_removed = removed_positions.shape[0]
+    read = n - n_removed - 1
+    skip = n_removed - 1
+    for write in range(n - 1, removed_positions[0] - 1, -1):
+        if skip >= 0 and write == removed_positions[skip]:
+            X[write] = removed_X[skip]
+            Y[write] = removed_Y[skip]
+            ids[write] = removed_ids[skip]
+            skip -= 1
+            continue
+        X[write] = X[read]
+        Y[write] = Y[read]
+        ids[write] = ids[read]
+        read -= 1
+    compacted[0] = False
 
 
 def _row_keys(X, Y):

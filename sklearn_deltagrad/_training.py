@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
+from ._curvature import GRAM
 from ._kernels.cpu import (
     BINARY_LOGISTIC,
     MULTINOMIAL,
@@ -107,6 +108,23 @@ class TrainingCache:
             + self.final.nbytes
             + (0 if self.grams is None else self.grams.nbytes)
         )
+
+
+def estimate_cache_nbytes(n_iterations, n_entries, model, curvature=None):
+    """Bytes of the cache and schedule that a fit of ``model`` will allocate.
+
+    ``2 * T * n_params * 8`` for the iterates and gradients, ``T`` exactness flags,
+    the final parameters, and the schedule (``n_entries`` int64 row ids, ``T + 1``
+    batch pointers, ``T`` learning rates). With the ``"gram"`` curvature model, the
+    ``T * q^2`` float64 Gram matrices built at the first request are included.
+    """
+    n_params = model.n_params
+    nbytes = 2 * n_iterations * n_params * 8 + n_iterations + n_params * 8
+    nbytes += n_entries * 8 + (n_iterations + 1) * 8 + n_iterations * 8
+    if curvature == GRAM:
+        n_columns = model.n_features + int(model.fit_intercept)
+        nbytes += n_iterations * n_columns * n_columns * 8
+    return int(nbytes)
 
 
 _LOSS_CURVATURE_BOUND = {SQUARED: 1.0, BINARY_LOGISTIC: 0.25, MULTINOMIAL: 0.5}
