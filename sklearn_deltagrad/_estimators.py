@@ -42,6 +42,17 @@ class CacheTooLargeError(MemoryError, ValueError):
 
     A subclass of both :class:`MemoryError` and :class:`ValueError`. Raised before
     anything is allocated; the estimator is left as it was.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_deltagrad import CacheTooLargeError, DeltaGradRidge
+    >>> X, y = np.random.default_rng(0).normal(size=(50, 3)), np.arange(50.0)
+    >>> try:
+    ...     DeltaGradRidge(max_cache_bytes=1000).fit(X, y)
+    ... except CacheTooLargeError:
+    ...     print("cache too large")
+    cache too large
     """
 
 
@@ -59,6 +70,17 @@ class InconsistentDeltaGradVersionWarning(UserWarning):
         Version that pickled it (``"unknown"`` for pickles without a version).
     current_version : str
         Version that unpickles it.
+
+    Examples
+    --------
+    >>> from sklearn_deltagrad import InconsistentDeltaGradVersionWarning
+    >>> warning = InconsistentDeltaGradVersionWarning(
+    ...     estimator_name="DeltaGradRidge",
+    ...     original_version="0.0.1",
+    ...     current_version="0.1.0",
+    ... )
+    >>> print(str(warning)[:58])
+    Trying to unpickle estimator DeltaGradRidge from sklearn_d
     """
 
     def __init__(self, *, estimator_name, original_version, current_version):
