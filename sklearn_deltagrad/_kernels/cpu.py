@@ -53,64 +53,57 @@ def linear_outputs(X, i, w, shift, n_outputs, z):
 
 
 @njit(cache=True)
+def sigmoid(z):
+    """The logistic function, without overflow for large ``|z|``."""
+    if z >= 0.0:
+        return 1.0 / (1.0 + math.exp(-z))
+    ez = math.exp(z)
+    return ez / (1.0 + ez)
+
+
+@njit(cache=True)
+def softmax_into(z, out):
+    """``out = softmax(z)``, shifted by ``max(z)`` against overflow."""
+    zmax = z[0]
+    for k in range(1, z.shape[0]):
+        if z[k] > zmax:
+            zmax = z[k]
+    total = 0.0
+    for k in range(z.shape[0]):
+        out[k] = math.exp(z[k] - zmax)
+        total += out[k]
+    for k in range(z.shape[0]):
+        out[k] /= total
+
+
+@njit(cache=True)
 def loss_residual(loss, z, y_row, r):
     """Derivative of the loss with respect to the outputs ``z`` (written into ``r``)."""
-    n_outputs = z.shape[0]
     if loss == SQUARED:
-        for k in range(n_outputs):
+        for k in range(z.shape[0]):
             r[k] = z[k] - y_row[k]
     elif loss == BINARY_LOGISTIC:
-        zk = z[0]
-        if zk >= 0.0:
-            prob = 1.0 / (1.0 + math.exp(-zk))
-        else:
-            ez = math.exp(zk)
-            prob = ez / (1.0 + ez)
-        r[0] = prob - y_row[0]
+        r[0] = sigmoid(z[0]) - y_row[0]
     else:
-        zmax = z[0]
-        for k in range(1, n_outputs):
-            if z[k] > zmax:
-                zmax = z[k]
-        total = 0.0
-        for k in range(n_outputs):
-            r[k] = math.exp(z[k] - zmax)
-            total += r[k]
-        label = int(y_row[0])
-        for k in range(n_outputs):
-            r[k] /= total
-        r[label] -= 1.0
+        softmax_into(z, r)
+        r[int(y_row[0])] -= 1.0
 
 
 @njit(cache=True)
 def loss_curvature_product(loss, z, u, out):
     """Product of the loss's Hessian in the outputs ``z`` with ``u`` (into ``out``)."""
-    n_outputs = z.shape[0]
     if loss == SQUARED:
-        for k in range(n_outputs):
+        for k in range(z.shape[0]):
             out[k] = u[k]
     elif loss == BINARY_LOGISTIC:
-        zk = z[0]
-        if zk >= 0.0:
-            prob = 1.0 / (1.0 + math.exp(-zk))
-        else:
-            ez = math.exp(zk)
-            prob = ez / (1.0 + ez)
+        prob = sigmoid(z[0])
         out[0] = prob * (1.0 - prob) * u[0]
     else:
-        zmax = z[0]
-        for k in range(1, n_outputs):
-            if z[k] > zmax:
-                zmax = z[k]
-        total = 0.0
-        for k in range(n_outputs):
-            out[k] = math.exp(z[k] - zmax)
-            total += out[k]
+        softmax_into(z, out)
         dot = 0.0
-        for k in range(n_outputs):
-            out[k] /= total
+        for k in range(z.shape[0]):
             dot += out[k] * u[k]
-        for k in range(n_outputs):
+        for k in range(z.shape[0]):
             out[k] = out[k] * (u[k] - dot)
 
 
