@@ -53,6 +53,22 @@ def linear_outputs(X, i, w, shift, n_outputs, z):
 
 
 @njit(cache=True)
+def paired_linear_outputs(X, i, w, v, shift_w, shift_v, n_outputs, z, u):
+    """Outputs of row ``i`` for two parameter vectors in one pass over the row."""
+    n_features = X.shape[1]
+    for k in range(n_outputs):
+        z[k] = shift_w[k]
+        u[k] = shift_v[k]
+    for j in range(n_features):
+        xij = X[i, j]
+        if xij != 0.0:
+            base = j * n_outputs
+            for k in range(n_outputs):
+                z[k] += xij * w[base + k]
+                u[k] += xij * v[base + k]
+
+
+@njit(cache=True)
 def sigmoid(z):
     """The logistic function, without overflow for large ``|z|``."""
     if z >= 0.0:
@@ -163,8 +179,7 @@ def hessian_vector_sum(X, Y, rows, w, v, offset, loss, n_outputs, fit_intercept,
     output_shift(v, offset, n_outputs, fit_intercept, shift_v)
     for idx in range(rows.shape[0]):
         i = rows[idx]
-        linear_outputs(X, i, w, shift_w, n_outputs, z)
-        linear_outputs(X, i, v, shift_v, n_outputs, u)
+        paired_linear_outputs(X, i, w, v, shift_w, shift_v, n_outputs, z, u)
         loss_curvature_product(loss, z, u, hu)
         add_outer(X, i, hu, n_outputs, out)
         total += hu
