@@ -6,6 +6,7 @@ from ._estimators import (
     DeltaGradRidge,
     InconsistentDeltaGradVersionWarning,
 )
+from ._storage import load_state
 
 __version__ = "0.1.0"
 
@@ -15,4 +16,5 @@ __all__ = [
     "DeltaGradRidge",
     "InconsistentDeltaGradVersionWarning",
     "__version__",
+    "load_state",
 ]

@@ -7,15 +7,19 @@ end in one step that is undone if anything (even ``KeyboardInterrupt``) interrup
 so a request that raises leaves the estimator as it was.
 """
 
+import contextlib
 import dataclasses
+import os
 import warnings
 from numbers import Integral, Real
 
+import joblib
 import numpy as np
-from scipy.special import expit, log_softmax, softmax
+from scipy.special import expit, log_softmax
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.extmath import softmax
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
@@ -25,6 +29,7 @@ from ._kernels.cpu import BINARY_LOGISTIC, MULTINOMIAL, SQUARED
 from ._replay import ReplaySettings, apply_change
 from ._rows import PendingRemoval, TrainingRows
 from ._schedule import add_rows, make_schedule, remove_rows
+from ._storage import flush_folder, remove_stale_files, save_state
 from ._training import (
     LinearModel,
     TrainingCache,
@@ -124,6 +129,7 @@ class _BaseDeltaGrad(BaseEstimator):
         "max_drift": [Interval(Real, 0, None, closed="neither"), None],
         "max_cache_bytes": [Interval(Integral, 1, None, closed="left"), None],
         "device": [StrOptions({"cpu", "cuda", "auto"})],
+        "storage_dir": [str, os.PathLike, None],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
     }
@@ -145,6 +151,7 @@ class _BaseDeltaGrad(BaseEstimator):
         max_drift=None,
         max_cache_bytes=DEFAULT_MAX_CACHE_BYTES,
         device="cpu",
+        storage_dir=None,
         random_state=None,
         verbose=0,
     ):
@@ -162,6 +169,7 @@ class _BaseDeltaGrad(BaseEstimator):
         self.max_drift = max_drift
         self.max_cache_bytes = max_cache_bytes
         self.device = device
+        self.storage_dir = storage_dir
         self.random_state = random_state
         self.verbose = verbose
 
@@ -269,9 +277,14 @@ class _BaseDeltaGrad(BaseEstimator):
         ``rows`` is a :class:`TrainingRows` or a :class:`PendingRemoval` (whose
         in-place compaction runs here and is undone on failure). ``update`` is
         ``None`` (fit) or ``(report, update_log, drift)`` of a request.
+
+        With ``storage_dir``, the new state is also written to the folder (aside,
+        then published atomically) before the commit counts as done; afterwards
+        its arrays are memory-mapped from the new file.
         """
         old = dict(self.__dict__)
         pending = rows if isinstance(rows, PendingRemoval) else None
+        published = None
         try:
             if pending is not None:
                 rows = pending.apply()
@@ -283,6 +296,8 @@ class _BaseDeltaGrad(BaseEstimator):
             self._set_coefficients(coef, intercept)
             if update is not None:
                 self.last_update_, self.update_log_, self.drift_ = update
+            if self.storage_dir is not None:
+                published = save_state(self, self.storage_dir)
         except BaseException:
             if pending is not None:
                 pending.undo()
@@ -291,6 +306,24 @@ class _BaseDeltaGrad(BaseEstimator):
             raise
         if pending is not None:
             pending.forget()
+        if published is not None:
+            self._map_state(published)
+
+    def _map_state(self, path):
+        """Swap the in-memory arrays for memory maps of the just-published state.
+
+        The state is already published and equal to the one in memory, so a
+        failure here only leaves the arrays in memory. The folder is flushed first
+        (durability of the manifest's replacement); old state files are removed
+        last.
+        """
+        with contextlib.suppress(Exception):
+            flush_folder(path.parent)
+            mapped = joblib.load(path, mmap_mode="r")
+            self._rows = mapped._rows
+            self._cache = mapped._cache
+            self._schedule = mapped._schedule
+            remove_stale_files(path.parent, keep=path)
 
     # ----------------------------------------------------------------- requests
     def partial_unfit(self, X=None, y=None, *, indices=None, method="deltagrad"):
@@ -488,10 +521,31 @@ class _BaseDeltaGrad(BaseEstimator):
 
     # ------------------------------------------------------------------ helpers
     def _decision(self, X):
+        """``X @ coef_.T + intercept_``, computed as sklearn's linear models do.
+
+        The same operations in the same order (a matrix-vector product for a 1-D
+        ``coef_``) make the predictions bitwise equal to those of the model that
+        :meth:`to_sklearn` exports.
+        """
         check_is_fitted(self)
         X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
-        coef = np.atleast_2d(self.coef_)
+        coef = self.coef_
+        if coef.ndim == 1:
+            return X @ coef + self.intercept_
         return X @ coef.T + self.intercept_
+
+    def _export_attributes(self, model):
+        """Copy the fitted attributes every export needs onto ``model``."""
+        model.coef_ = np.array(self.coef_, copy=True)
+        model.intercept_ = (
+            np.array(self.intercept_, copy=True)
+            if isinstance(self.intercept_, np.ndarray)
+            else float(self.intercept_)
+        )
+        model.n_features_in_ = int(self.n_features_in_)
+        if hasattr(self, "feature_names_in_"):
+            model.feature_names_in_ = np.array(self.feature_names_in_, copy=True)
+        return model
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -515,6 +569,7 @@ class _BaseDeltaGrad(BaseEstimator):
                 ),
                 stacklevel=2,
             )
+        state.setdefault("storage_dir", None)  # pickles from before the parameter
         super().__setstate__(state)
 
     @property
@@ -596,6 +651,15 @@ class DeltaGradLogisticRegression(ClassifierMixin, _BaseDeltaGrad):
         check.
     device : {"cpu", "cuda", "auto"}, default="cpu"
         Where the kernels run. Only the CPU is implemented in this version.
+    storage_dir : str, path-like or None, default=None
+        A folder that keeps the fitted state (training rows, cache, schedule) on
+        disk, memory-mapped instead of in RAM. ``fit`` and every request write the
+        new state aside, flush it, then publish it by atomically replacing a
+        small manifest; a process killed at any moment leaves the previous or the
+        new state, which :func:`~sklearn_deltagrad.load_state` loads. Each request
+        rewrites the whole state (about the size of a pickle). Give each
+        estimator (and each clone) its own folder. ``None`` keeps the state in
+        memory.
     random_state : int, RandomState instance or None, default=None
         Seeds the schedule (batch order) and the placement of added rows.
     verbose : int, default=0
@@ -641,6 +705,24 @@ class DeltaGradLogisticRegression(ClassifierMixin, _BaseDeltaGrad):
     sklearn.linear_model.LogisticRegression : The same objective solved to
         convergence, with ``C = 1 / (alpha * n_samples)``.
     DeltaGradRidge : The squared-error counterpart.
+
+    Notes
+    -----
+    The fitted state is plain C-contiguous NumPy arrays, so ``joblib.dump`` writes
+    them without copies and ``joblib.load(path, mmap_mode="r")`` maps them: the
+    loaded estimator serves requests (what a request changes is copied; nothing is
+    written into the mapped file) with bitwise the results of the in-memory one.
+    With ``n`` rows, ``p`` features, ``q`` encoded target columns (1, or the
+    number of targets), ``T`` iterations, ``d`` parameters and ``nnz`` schedule
+    entries (about ``n * max_iter``), the state takes, in bytes:
+
+    - rows: ``n*p*8 + n*q*8 + n*8`` (features, targets, ids);
+    - cache: ``2*T*d*8 + T + d*8`` (iterates, gradients, flags, final model);
+    - schedule: ``nnz*8 + (T+1)*8 + T*8``;
+    - Gram matrices ``T*(p+1)^2*8`` when the ``"gram"`` curvature model is used.
+
+    :meth:`to_sklearn` exports the model alone (a few ``p * n_outputs`` floats)
+    for serving predictions.
 
     Examples
     --------
@@ -762,7 +844,7 @@ class DeltaGradLogisticRegression(ClassifierMixin, _BaseDeltaGrad):
             Decision values.
         """
         scores = self._decision(X)
-        return scores[:, 0] if scores.shape[1] == 1 else scores
+        return scores.reshape(-1) if scores.shape[1] == 1 else scores
 
     def predict(self, X):
         """Predict class labels.
@@ -794,11 +876,12 @@ class DeltaGradLogisticRegression(ClassifierMixin, _BaseDeltaGrad):
         proba : ndarray of shape (n_samples, n_classes)
             Probability of each class, in the order of ``classes_``.
         """
+        # Computed exactly as sklearn's LogisticRegression does (bitwise equal).
         scores = self.decision_function(X)
         if scores.ndim == 1:
-            positive = expit(scores)
-            return np.column_stack([1.0 - positive, positive])
-        return softmax(scores, axis=1)
+            positive = expit(scores, out=scores)
+            return np.stack([1 - positive, positive], axis=1)
+        return softmax(scores, copy=False)
 
     def predict_log_proba(self, X):
         """Logarithm of :meth:`predict_proba`.
@@ -817,6 +900,51 @@ class DeltaGradLogisticRegression(ClassifierMixin, _BaseDeltaGrad):
         if scores.ndim == 1:
             scores = np.column_stack([np.zeros_like(scores), scores])
         return log_softmax(scores, axis=1)
+
+    def to_sklearn(self):
+        """Export the current model as a plain fitted sklearn ``LogisticRegression``.
+
+        The exported model carries only the fitted coefficients (no training rows,
+        cache or schedule), so it is small and can be pickled and loaded where
+        ``sklearn_deltagrad`` is not installed. Its ``predict``,
+        ``predict_proba`` and ``decision_function`` are bitwise equal to this
+        estimator's. Its ``C`` is ``1 / (alpha * n_samples_seen_)``, the
+        equivalent regularisation (``inf`` for ``alpha=0``); it is only
+        informative, since the model is not refit.
+
+        Returns
+        -------
+        model : sklearn.linear_model.LogisticRegression
+            A fitted copy with the same ``coef_``, ``intercept_``, ``classes_``,
+            ``n_features_in_`` and ``feature_names_in_`` (when present).
+
+        Examples
+        --------
+        >>> import pickle
+        >>> import numpy as np
+        >>> from sklearn.datasets import load_iris
+        >>> from sklearn_deltagrad import DeltaGradLogisticRegression
+        >>> X, y = load_iris(return_X_y=True)
+        >>> clf = DeltaGradLogisticRegression(random_state=0).fit(X, y)
+        >>> served = clf.partial_unfit(indices=[0, 1]).to_sklearn()
+        >>> type(served).__name__
+        'LogisticRegression'
+        >>> bool(np.array_equal(served.predict_proba(X), clf.predict_proba(X)))
+        True
+        >>> len(pickle.dumps(served)) < 2000
+        True
+        """
+        from sklearn.linear_model import LogisticRegression
+
+        check_is_fitted(self)
+        denominator = float(self.alpha) * self.n_samples_seen_
+        model = LogisticRegression(
+            C=1.0 / denominator if denominator > 0 else np.inf,
+            fit_intercept=bool(self.fit_intercept),
+        )
+        model.classes_ = np.array(self.classes_, copy=True)
+        model.n_iter_ = np.array([self.n_iter_], dtype=np.int32)
+        return self._export_attributes(model)
 
 
 class DeltaGradRidge(RegressorMixin, _BaseDeltaGrad):
@@ -878,6 +1006,15 @@ class DeltaGradRidge(RegressorMixin, _BaseDeltaGrad):
         check.
     device : {"cpu", "cuda", "auto"}, default="cpu"
         Where the kernels run. Only the CPU is implemented in this version.
+    storage_dir : str, path-like or None, default=None
+        A folder that keeps the fitted state (training rows, cache, schedule) on
+        disk, memory-mapped instead of in RAM. ``fit`` and every request write the
+        new state aside, flush it, then publish it by atomically replacing a
+        small manifest; a process killed at any moment leaves the previous or the
+        new state, which :func:`~sklearn_deltagrad.load_state` loads. Each request
+        rewrites the whole state (about the size of a pickle). Give each
+        estimator (and each clone) its own folder. ``None`` keeps the state in
+        memory.
     random_state : int, RandomState instance or None, default=None
         Seeds the schedule and the placement of added rows.
     verbose : int, default=0
@@ -920,6 +1057,24 @@ class DeltaGradRidge(RegressorMixin, _BaseDeltaGrad):
     --------
     sklearn.linear_model.Ridge : The same objective solved exactly, with
         ``alpha_ridge = alpha * n_samples``.
+
+    Notes
+    -----
+    The fitted state is plain C-contiguous NumPy arrays, so ``joblib.dump`` writes
+    them without copies and ``joblib.load(path, mmap_mode="r")`` maps them: the
+    loaded estimator serves requests (what a request changes is copied; nothing is
+    written into the mapped file) with bitwise the results of the in-memory one.
+    With ``n`` rows, ``p`` features, ``q`` encoded target columns (1, or the
+    number of targets), ``T`` iterations, ``d`` parameters and ``nnz`` schedule
+    entries (about ``n * max_iter``), the state takes, in bytes:
+
+    - rows: ``n*p*8 + n*q*8 + n*8`` (features, targets, ids);
+    - cache: ``2*T*d*8 + T + d*8`` (iterates, gradients, flags, final model);
+    - schedule: ``nnz*8 + (T+1)*8 + T*8``;
+    - Gram matrices ``T*(p+1)^2*8`` when the ``"gram"`` curvature model is used.
+
+    :meth:`to_sklearn` exports the model alone (a few ``p * n_outputs`` floats)
+    for serving predictions.
 
     Examples
     --------
@@ -1007,8 +1162,46 @@ class DeltaGradRidge(RegressorMixin, _BaseDeltaGrad):
         y_pred : ndarray of shape (n_samples,) or (n_samples, n_targets)
             Predictions.
         """
-        scores = self._decision(X)
-        return scores[:, 0] if self._single_target else scores
+        return self._decision(X)
+
+    def to_sklearn(self):
+        """Export the current model as a plain fitted sklearn ``Ridge``.
+
+        The exported model carries only the fitted coefficients (no training rows,
+        cache or schedule), so it is small and can be pickled and loaded where
+        ``sklearn_deltagrad`` is not installed. Its ``predict`` is bitwise equal
+        to this estimator's. Its ``alpha`` is ``alpha * n_samples_seen_``, the
+        equivalent regularisation; it is only informative, since the model is not
+        refit.
+
+        Returns
+        -------
+        model : sklearn.linear_model.Ridge
+            A fitted copy with the same ``coef_``, ``intercept_``,
+            ``n_features_in_`` and ``feature_names_in_`` (when present).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from sklearn.datasets import load_diabetes
+        >>> from sklearn_deltagrad import DeltaGradRidge
+        >>> X, y = load_diabetes(return_X_y=True)
+        >>> reg = DeltaGradRidge(random_state=0).fit(X, y)
+        >>> served = reg.partial_unfit(indices=[3]).to_sklearn()
+        >>> type(served).__name__
+        'Ridge'
+        >>> bool(np.array_equal(served.predict(X), reg.predict(X)))
+        True
+        """
+        from sklearn.linear_model import Ridge
+
+        check_is_fitted(self)
+        model = Ridge(
+            alpha=float(self.alpha) * self.n_samples_seen_,
+            fit_intercept=bool(self.fit_intercept),
+        )
+        model.n_iter_ = None
+        return self._export_attributes(model)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

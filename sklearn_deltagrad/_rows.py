@@ -5,6 +5,7 @@ assigned, so ids are never reused and the rows stay sorted by id. Removed rows a
 dropped from memory once their removal has been applied.
 """
 
+import mmap
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -85,8 +86,9 @@ class PendingRemoval:
 
     Moving the kept rows over the removed ones avoids allocating a copy of ``X``
     per request; the freed tail is zeroed, so no removed row stays in memory.
-    Read-only or non-contiguous storage (e.g. memory-mapped) is copied instead, in
-    the constructor, so that :meth:`apply` cannot fail half-way. The removed rows
+    Read-only, non-contiguous or memory-mapped storage is copied instead, in the
+    constructor, so that :meth:`apply` cannot fail half-way and never writes into
+    a mapped file (even one mapped writeable, ``mmap_mode="r+"``). The removed rows
     are kept aside (they are few) until :meth:`forget`, so that :meth:`undo` can
     put every row back where it was: a request that fails after the compaction
     leaves the rows exactly as before.
@@ -96,7 +98,10 @@ class PendingRemoval:
         self.rows = rows
         self.positions = np.ascontiguousarray(positions, dtype=np.int64)
         arrays = (rows.X, rows.Y, rows.ids)
-        self.in_place = all(a.flags.writeable and a.flags.c_contiguous for a in arrays)
+        self.in_place = all(
+            a.flags.writeable and a.flags.c_contiguous and not maps_a_file(a)
+            for a in arrays
+        )
         # Set by the compiled compaction itself, so that it always tells whether the
         # rows were moved, even when an interrupt arrives right after the call.
         self.compacted = np.zeros(1, dtype=np.bool_)
@@ -181,6 +186,15 @@ def _uncompact(
         ids[write] = ids[read]
         read -= 1
     compacted[0] = False
+
+
+def maps_a_file(array):
+    """Whether ``array``'s memory is (part of) a memory-mapped file."""
+    while array is not None:
+        if isinstance(array, mmap.mmap):
+            return True
+        array = getattr(array, "base", None)
+    return False
 
 
 def _row_keys(X, Y):
