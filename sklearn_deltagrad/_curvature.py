@@ -8,7 +8,9 @@ the new iterate ``w'`` from the cached one at ``w``: ``g(w) + alpha P w + B (w' 
   (Byrd-Nocedal-Schnabel) form ``B = sigma I - [sigma S, Y] M^-1 [sigma S; Y]^T``,
   with ``M = [[sigma S S^T, L], [L^T, -D]]`` factorised once per new pair, so each
   product costs ``O(m d)``;
-- ``HESSIAN``: the loss Hessian at ``w`` of the first rows of the batch (batches are
+- ``HESSIAN``: the loss Hessian at the midpoint ``(w + w') / 2`` (exact to third
+  order for the gradient difference; at ``w`` the second-order error made
+  long request sequences drift) of the first rows of the batch (batches are
   random permutations, so these are a random subset fixed by ``random_state``) plus
   ``alpha P``, costing ``O(rows * d)`` per product;
 - ``GRAM`` (squared loss only): the exact batch Hessian, kept as the Gram matrix

@@ -147,6 +147,7 @@ def replay_iterations(
     removed_sum = np.empty(n_params)
     added_sum = np.empty(n_params)
     estimate = np.empty(n_params)
+    midpoint = np.empty(n_params)
     n_exact = 0
     residual_sum = 0.0
     n_checks = 0
@@ -199,13 +200,16 @@ def replay_iterations(
                 n_kept = b_new - added_t.shape[0]
                 lo = new_ptr[t]
                 sample = new_rows[lo : lo + min(hessian_rows, n_kept)]
+                # The Hessian at the midpoint of w_t and w' makes the secant
+                # g(w') - g(w_t) exact to third order.
+                midpoint[:] = weights[t] + 0.5 * step
                 subsampled_hessian_product(
                     X,
                     Y,
                     sample,
                     n_kept,
                     removed_t,
-                    weights[t],
+                    midpoint,
                     step,
                     alpha,
                     offset,

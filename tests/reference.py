@@ -413,9 +413,11 @@ def deltagrad_replay(
             else:
                 n_sample = kept.size if curvature == "gram" else hessian_rows
                 sample = kept[: min(n_sample, kept.size)]
-                H = hess(removed, w_old)
+                # Hessian at the midpoint of the old and new iterates.
+                w_mid = w_old + 0.5 * s
+                H = hess(removed, w_mid)
                 if sample.size:
-                    H = H + hess(sample, w_old) * (kept.size / sample.size)
+                    H = H + hess(sample, w_mid) * (kept.size / sample.size)
                 curv = H @ s / b_old + alpha * mask * s
             estimate = gradients[t] + alpha * mask * w_old + curv
             g_new = (
