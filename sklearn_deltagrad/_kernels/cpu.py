@@ -157,12 +157,28 @@ def gradient_sum(X, Y, rows, w, offset, loss, n_outputs, fit_intercept, out):
     r = np.empty(n_outputs)
     total = np.zeros(n_outputs)
     output_shift(w, offset, n_outputs, fit_intercept, shift)
-    for idx in range(rows.shape[0]):
-        i = rows[idx]
-        linear_outputs(X, i, w, shift, n_outputs, z)
-        loss_residual(loss, z, Y[i], r)
-        add_outer(X, i, r, n_outputs, out)
-        total += r
+    if n_outputs == 1:
+        # One output (binary logistic, single-target ridge): branch-free dot
+        # products that the compiler can vectorise.
+        n_features = X.shape[1]
+        for idx in range(rows.shape[0]):
+            i = rows[idx]
+            zi = shift[0]
+            for j in range(n_features):
+                zi += X[i, j] * w[j]
+            z[0] = zi
+            loss_residual(loss, z, Y[i], r)
+            ri = r[0]
+            for j in range(n_features):
+                out[j] += X[i, j] * ri
+            total[0] += ri
+    else:
+        for idx in range(rows.shape[0]):
+            i = rows[idx]
+            linear_outputs(X, i, w, shift, n_outputs, z)
+            loss_residual(loss, z, Y[i], r)
+            add_outer(X, i, r, n_outputs, out)
+            total += r
     add_centered_totals(total, offset, n_outputs, fit_intercept, out)
 
 
