@@ -44,10 +44,7 @@ templates_path = ["_templates"]
 exclude_patterns = ["_build", "Thumbs.db", ".DS_Store"]
 root_doc = "index"
 
-# docs/benchmarks.md holds the results of ``python -m benchmarks.unlearning``. The
-# toctree takes ``benchmarks*``: that page when it exists, else a placeholder.
-if os.path.exists(os.path.join(os.path.dirname(__file__), "benchmarks.md")):
-    exclude_patterns.append("benchmarks_pending.rst")
+# docs/benchmarks.md holds the results of ``python -m benchmarks.unlearning``.
 myst_heading_anchors = 3
 # The benchmark report nests its sections under "###" headings.
 suppress_warnings = ["myst.header"]
