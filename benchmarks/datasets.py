@@ -98,6 +98,7 @@ LOADERS = {
     "covtype_binary": lambda root: load_covtype(root, binary=True),
     "mnist": load_mnist,
     "a9a": load_a9a,
+    "reuters": load_reuters,
     "houses": lambda root: load_pmlb(root, "537_houses"),
     "pol": lambda root: load_pmlb(root, "201_pol"),
 }

@@ -23,7 +23,13 @@ the new iterate ``w'`` from the cached one at ``w``: ``g(w) + alpha P w + B (w' 
 import numpy as np
 from numba import njit
 
-from ._kernels.cpu import SQUARED, add_penalty, hessian_vector_sum
+from ._kernels.cpu import (
+    SQUARED,
+    add_penalty,
+    hessian_vector_sum,
+    row_into,
+    weight_sum,
+)
 
 
 def resolve_curvature(name, model, hessian_rows):
@@ -147,8 +153,9 @@ def lbfgs_product(S, Yp, first, n_pairs, sigma, middle_inv, v, out):
 def subsampled_hessian_product(
     X,
     Y,
+    sample_weight,
     sample,
-    n_kept,
+    kept_weight,
     removed,
     w,
     v,
@@ -161,66 +168,92 @@ def subsampled_hessian_product(
 ):
     """``out = (H + alpha P) v`` for the Hessian ``H`` of the original batch at ``w``.
 
-    The original batch is its ``n_kept`` rows still in use plus the ``removed`` ones;
-    the kept rows' Hessian is estimated from ``sample`` (a subset of them), the removed
-    rows' exactly. With every kept row in ``sample`` the product is exact.
+    The original batch is its rows still in use (of total weight ``kept_weight``)
+    plus the ``removed`` ones; the kept rows' Hessian is estimated from ``sample`` (a
+    subset of them), the removed rows' exactly. With every kept row in ``sample``
+    the product is exact.
     """
     out[:] = 0.0
-    if sample.shape[0] > 0:
+    sample_weight_sum = weight_sum(sample_weight, sample)
+    if sample_weight_sum > 0.0:
         hessian_vector_sum(
-            X, Y, sample, w, v, offset, loss, n_outputs, fit_intercept, out
+            X,
+            Y,
+            sample_weight,
+            sample,
+            w,
+            v,
+            offset,
+            loss,
+            n_outputs,
+            fit_intercept,
+            out,
         )
-        out *= n_kept / sample.shape[0]
-    hessian_vector_sum(X, Y, removed, w, v, offset, loss, n_outputs, fit_intercept, out)
-    n_old = n_kept + removed.shape[0]
-    if n_old > 0:
-        out /= n_old
-    add_penalty(v, alpha, X.shape[1] * n_outputs, out)
+        out *= kept_weight / sample_weight_sum
+    hessian_vector_sum(
+        X, Y, sample_weight, removed, w, v, offset, loss, n_outputs, fit_intercept, out
+    )
+    old_weight = kept_weight + weight_sum(sample_weight, removed)
+    if old_weight > 0.0:
+        out /= old_weight
+    add_penalty(v, alpha, offset.shape[0] * n_outputs, out)
 
 
 @njit(cache=True)
-def add_gram_rows(X, rows, offset, fit_intercept, sign, gram):
-    """``gram += sign * sum_i a_i a_i^T`` over ``rows``, ``a_i = (x_i - offset, 1)``."""
-    n_features = X.shape[1]
+def add_gram_rows(X, sample_weight, rows, offset, fit_intercept, sign, gram):
+    """``gram += sign * sum_i s_i a_i a_i^T`` over ``rows``, ``a_i = (x_i - offset,
+    1)``, ``s_i`` the rows' weights."""
+    n_features = offset.shape[0]
     n_columns = gram.shape[0]
     a = np.empty(n_columns)
     for idx in range(rows.shape[0]):
         i = rows[idx]
+        row_into(X, i, a[:n_features])
         for j in range(n_features):
-            a[j] = X[i, j] - offset[j]
+            a[j] -= offset[j]
         if fit_intercept:
             a[n_features] = 1.0
+        scale = sign * sample_weight[i]
         for j in range(n_columns):
-            aj = sign * a[j]
+            aj = scale * a[j]
             if aj != 0.0:
                 for k in range(n_columns):
                     gram[j, k] += aj * a[k]
 
 
 @njit(cache=True)
-def batch_grams(X, batch_ptr, batch_rows, offset, fit_intercept, grams):
+def batch_grams(X, sample_weight, batch_ptr, batch_rows, offset, fit_intercept, grams):
     """The Gram matrix of every batch of a schedule, into ``grams`` (T, q, q)."""
     for t in range(grams.shape[0]):
         grams[t] = 0.0
         rows = batch_rows[batch_ptr[t] : batch_ptr[t + 1]]
-        add_gram_rows(X, rows, offset, fit_intercept, 1.0, grams[t])
+        add_gram_rows(X, sample_weight, rows, offset, fit_intercept, 1.0, grams[t])
 
 
 @njit(cache=True)
 def update_grams(
-    X, removed_ptr, removed_rows, added_ptr, added_rows, offset, fit_intercept, grams
+    X,
+    sample_weight,
+    removed_ptr,
+    removed_rows,
+    added_ptr,
+    added_rows,
+    offset,
+    fit_intercept,
+    grams,
 ):
     """Take removed rows out of, and put added rows into, their batches' Grams."""
     for t in range(grams.shape[0]):
         removed = removed_rows[removed_ptr[t] : removed_ptr[t + 1]]
         added = added_rows[added_ptr[t] : added_ptr[t + 1]]
-        add_gram_rows(X, removed, offset, fit_intercept, -1.0, grams[t])
-        add_gram_rows(X, added, offset, fit_intercept, 1.0, grams[t])
+        add_gram_rows(X, sample_weight, removed, offset, fit_intercept, -1.0, grams[t])
+        add_gram_rows(X, sample_weight, added, offset, fit_intercept, 1.0, grams[t])
 
 
 @njit(cache=True)
-def gram_product(gram, n_rows, v, alpha, n_outputs, n_penalized, out):
-    """``out = (gram / n_rows) (x) I_K v + alpha P v``: a batch Hessian product."""
+def gram_product(gram, batch_weight, v, alpha, n_outputs, n_penalized, out):
+    """``out = (gram / batch_weight) (x) I_K v + alpha P v``: a batch Hessian
+    product."""
     n_columns = gram.shape[0]
     out[:] = 0.0
     for j in range(n_columns):
@@ -229,5 +262,5 @@ def gram_product(gram, n_rows, v, alpha, n_outputs, n_penalized, out):
             if g != 0.0:
                 for k in range(n_outputs):
                     out[j * n_outputs + k] += g * v[col * n_outputs + k]
-    out /= n_rows
+    out /= batch_weight
     add_penalty(v, alpha, n_penalized, out)

@@ -15,13 +15,19 @@ from numbers import Integral, Real
 
 import joblib
 import numpy as np
+import scipy.sparse as sp
 from scipy.special import expit, log_softmax
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.extmath import softmax
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import (
+    _check_sample_weight,
+    check_is_fitted,
+    validate_data,
+)
 
 from ._backend import resolve_device
 from ._curvature import CURVATURE_NAMES, resolve_curvature
@@ -35,11 +41,17 @@ from ._training import (
     TrainingCache,
     auto_learning_rate,
     estimate_cache_nbytes,
+    feature_means,
     run_sgd,
 )
 
 #: Default of ``max_cache_bytes``: 8 GiB.
 DEFAULT_MAX_CACHE_BYTES = 8 * 2**30
+
+# Sparse input is converted (once) to CSR, the layout of the sparse kernels.
+_SPARSE_FORMATS = ["csr", "csc", "coo"]
+# float32 rows are kept (and read by the kernels) as float32; anything else as float64.
+_FLOAT_DTYPES = [np.float64, np.float32]
 
 
 class CacheTooLargeError(MemoryError, ValueError):
@@ -174,15 +186,20 @@ class _BaseDeltaGrad(BaseEstimator):
         self.verbose = verbose
 
     # ------------------------------------------------------------------ fitting
-    def fit(self, X, y):
+    def fit(self, X, y, sample_weight=None):
         """Fit the model by cached mini-batch SGD.
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
-            Training data. The rows are kept, with stable ids ``0..n_samples-1``.
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            Training data. The rows are kept, with stable ids ``0..n_samples-1``:
+            a copy in the given float dtype (float32 stays float32), sparse input
+            as a CSR matrix.
         y : array-like of shape (n_samples,) or (n_samples, n_targets)
             Targets.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative row weights, kept with the rows (see the user guide:
+            each batch's gradient is the weighted mean over its rows).
 
         Returns
         -------
@@ -192,7 +209,7 @@ class _BaseDeltaGrad(BaseEstimator):
         with _restored_on_error(self):
             self._check_settings()
             X, y = validate_data(self, X, y, **self._check_params(), reset=True)
-            self._fit(X, y, classes=None)
+            self._fit(X, y, classes=None, sample_weight=sample_weight)
         return self
 
     def _check_settings(self):
@@ -204,10 +221,21 @@ class _BaseDeltaGrad(BaseEstimator):
         self._validate_params()
         resolve_device(self.device)
 
-    def _fit(self, X, y, classes):
-        Y, encoding = self._encode_targets_for_fit(y, classes)
+    def _fit(self, X, y, classes, sample_weight):
+        # The rows are copied first, so that the means and the step size are computed
+        # on the same C-ordered values whatever the input's memory layout.
+        X = _own_copy(X)
+        sample_weight = _check_sample_weight(
+            sample_weight, X, dtype=np.float64, ensure_non_negative=True
+        )
+        Y, encoding = self._encode_targets_for_fit(y, classes, sample_weight)
+        weights = self._row_weights(
+            X, Y, sample_weight, encoding["attributes"].get("_class_weights")
+        )
         # SGD runs centred on the feature means: same model, better conditioned.
-        offset = X.mean(axis=0) if self.fit_intercept else np.zeros(X.shape[1])
+        offset = (
+            feature_means(X, weights) if self.fit_intercept else np.zeros(X.shape[1])
+        )
         model = LinearModel(
             loss=encoding["loss"],
             n_outputs=encoding["n_outputs"],
@@ -223,17 +251,20 @@ class _BaseDeltaGrad(BaseEstimator):
             check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
         )
         if self.learning_rate == "auto":
-            learning_rate = auto_learning_rate(X, model, min(batch_size, n_samples))
+            learning_rate = auto_learning_rate(
+                X, model, min(batch_size, n_samples), weights
+            )
         else:
             learning_rate = float(self.learning_rate)
         schedule = make_schedule(
             n_samples, batch_size, self.max_iter, learning_rate, rng
         )
-        rows = TrainingRows.from_fit(np.array(X, dtype=np.float64, order="C"), Y)
+        rows = TrainingRows.from_fit(X, Y, weights)
         cache = TrainingCache.empty(schedule.n_iterations, model.n_params)
         run_sgd(
             rows.X,
             rows.Y,
+            rows.weights,
             model,
             schedule.batch_ptr,
             schedule.batch_ids,
@@ -365,13 +396,16 @@ class _BaseDeltaGrad(BaseEstimator):
         )
         return self
 
-    def _partial_fit(self, X, y, method):
+    def _partial_fit(self, X, y, method, sample_weight):
         """Add rows ``X, y`` to a fitted estimator."""
         self._check_settings()
         self._check_method(method)
         X, y = validate_data(self, X, y, **self._check_params(), reset=False)
         Y = self._encode_targets(y)
-        rows, new_ids = self._rows.with_added(np.array(X, dtype=np.float64), Y)
+        weights = self._row_weights(
+            X, Y, sample_weight, getattr(self, "_class_weights", None), adding=True
+        )
+        rows, new_ids = self._rows.with_added(X, Y, weights)
         change = add_rows(self._schedule, new_ids)
         self._run_request(
             rows, rows, rows.ids.copy(), change, method, n_added=new_ids.size
@@ -398,7 +432,15 @@ class _BaseDeltaGrad(BaseEstimator):
         ):
             used, fallback = "exact", "max_change_share"
         cache, report = apply_change(
-            rows.X, rows.Y, rows.ids, self._model, change, self._cache, used, settings
+            rows.X,
+            rows.Y,
+            rows.weights,
+            rows.ids,
+            self._model,
+            change,
+            self._cache,
+            used,
+            settings,
         )
         drift = 0.0
         if used == "deltagrad":
@@ -412,6 +454,7 @@ class _BaseDeltaGrad(BaseEstimator):
                 cache, report = apply_change(
                     rows.X,
                     rows.Y,
+                    rows.weights,
                     rows.ids,
                     self._model,
                     change,
@@ -472,8 +515,9 @@ class _BaseDeltaGrad(BaseEstimator):
             )
         if indices is not None:
             return self._validate_ids(indices)
-        X = validate_data(self, X, reset=False)
-        X = np.asarray(X, dtype=np.float64)
+        X = validate_data(
+            self, X, reset=False, accept_sparse=_SPARSE_FORMATS, dtype=_FLOAT_DTYPES
+        )
         Y = None if y is None else self._encode_targets(y, n_rows=X.shape[0])
         ids = self._rows.match(X, Y)
         missing = np.flatnonzero(ids < 0)
@@ -515,9 +559,38 @@ class _BaseDeltaGrad(BaseEstimator):
             raise ValueError(
                 f"Removing these {ids.size} rows would leave no training rows."
             )
+        kept = ~np.isin(self._rows.ids, ids)
+        if not (self._rows.weights[kept] > 0).any():
+            raise ValueError(
+                "Removing these rows would leave only rows of zero sample_weight."
+            )
 
     def _check_params(self):
-        return {"dtype": [np.float64, np.float32], "y_numeric": False}
+        return {
+            "dtype": _FLOAT_DTYPES,
+            "accept_sparse": _SPARSE_FORMATS,
+            "y_numeric": False,
+        }
+
+    def _row_weights(self, X, Y, sample_weight, class_weights, adding=False):
+        """Validated float64 row weights: ``sample_weight`` times the class weights.
+
+        ``fit`` needs a positive total; added rows may all weigh 0.
+        """
+        weights = _check_sample_weight(
+            sample_weight, X, dtype=np.float64, ensure_non_negative=True
+        )
+        if class_weights is not None:
+            weights = weights * class_weights[Y[:, 0].astype(np.int64)]
+        if not np.isfinite(weights).all():
+            raise ValueError("sample_weight contains NaN or infinity.")
+        if not adding and not (weights > 0).any():
+            raise ValueError(
+                "sample_weight (times class_weight) is zero for every row: there is "
+                "nothing to fit."
+            )
+        # The rows' own copy: removals compact it in place.
+        return np.array(weights, dtype=np.float64, copy=True)
 
     # ------------------------------------------------------------------ helpers
     def _decision(self, X):
@@ -528,7 +601,9 @@ class _BaseDeltaGrad(BaseEstimator):
         :meth:`to_sklearn` exports.
         """
         check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+        X = validate_data(
+            self, X, reset=False, accept_sparse=_SPARSE_FORMATS, dtype=_FLOAT_DTYPES
+        )
         coef = self.coef_
         if coef.ndim == 1:
             return X @ coef + self.intercept_
@@ -550,6 +625,7 @@ class _BaseDeltaGrad(BaseEstimator):
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.non_deterministic = self.random_state is None
+        tags.input_tags.sparse = True
         return tags
 
     def __getstate__(self):
@@ -629,6 +705,13 @@ class DeltaGradLogisticRegression(ClassifierMixin, _BaseDeltaGrad):
         ``m``, the number of curvature pairs of the L-BFGS model.
     hessian_rows : int, default=128
         Rows per Hessian-vector product of the ``"hessian"`` model.
+    class_weight : dict, "balanced" or None, default=None
+        Weights of the classes, ``{label: weight}``, multiplied into
+        ``sample_weight``. ``"balanced"`` computes ``n_samples / (n_classes *
+        count(label))`` (with sample weights: their sums) from the rows given to
+        ``fit`` and keeps these weights fixed afterwards: rows added by
+        :meth:`partial_fit` get the same class weights, and removals do not
+        rebalance (the objective of the exact retrain does not change either).
     max_change_share : float in (0, 1] or None, default=0.5
         Fallback: a ``method="deltagrad"`` request that removes or adds more than
         this share of the current training rows is served by the exact retrain
@@ -736,7 +819,57 @@ class DeltaGradLogisticRegression(ClassifierMixin, _BaseDeltaGrad):
     array([0, 0])
     """
 
-    def partial_fit(self, X, y, classes=None, *, method="deltagrad"):
+    _parameter_constraints = {
+        **_BaseDeltaGrad._parameter_constraints,
+        "class_weight": [dict, StrOptions({"balanced"}), None],
+    }
+
+    def __init__(
+        self,
+        *,
+        alpha=1e-4,
+        fit_intercept=True,
+        max_iter=50,
+        batch_size=4096,
+        learning_rate="auto",
+        exact_period=10,
+        burn_in=10,
+        curvature="auto",
+        lbfgs_memory=32,
+        hessian_rows=128,
+        class_weight=None,
+        max_change_share=0.5,
+        max_drift=None,
+        max_cache_bytes=DEFAULT_MAX_CACHE_BYTES,
+        device="cpu",
+        storage_dir=None,
+        random_state=None,
+        verbose=0,
+    ):
+        super().__init__(
+            alpha=alpha,
+            fit_intercept=fit_intercept,
+            max_iter=max_iter,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            exact_period=exact_period,
+            burn_in=burn_in,
+            curvature=curvature,
+            lbfgs_memory=lbfgs_memory,
+            hessian_rows=hessian_rows,
+            max_change_share=max_change_share,
+            max_drift=max_drift,
+            max_cache_bytes=max_cache_bytes,
+            device=device,
+            storage_dir=storage_dir,
+            random_state=random_state,
+            verbose=verbose,
+        )
+        self.class_weight = class_weight
+
+    def partial_fit(
+        self, X, y, classes=None, sample_weight=None, *, method="deltagrad"
+    ):
         """Add training rows (or fit, on the first call).
 
         On an unfitted estimator this is :meth:`fit`, with ``classes`` required as in
@@ -746,12 +879,14 @@ class DeltaGradLogisticRegression(ClassifierMixin, _BaseDeltaGrad):
 
         Parameters
         ----------
-        X : array-like of shape (n_rows, n_features)
-            Rows to add.
+        X : {array-like, sparse matrix} of shape (n_rows, n_features)
+            Rows to add (converted to the dtype and layout of the training rows).
         y : array-like of shape (n_rows,)
             Their labels, which must be among ``classes_``.
         classes : array-like of shape (n_classes,), default=None
             All classes; required on the first call, ignored afterwards.
+        sample_weight : array-like of shape (n_rows,), default=None
+            Weights of the added rows (times ``class_weight``, as fixed at ``fit``).
         method : {"deltagrad", "exact"}, default="deltagrad"
             ``"deltagrad"`` replays with DeltaGrad, ``"exact"`` retrains on the
             same schedule.
@@ -769,11 +904,11 @@ class DeltaGradLogisticRegression(ClassifierMixin, _BaseDeltaGrad):
             with _restored_on_error(self):
                 self._check_settings()
                 X, y = validate_data(self, X, y, **self._check_params(), reset=True)
-                self._fit(X, y, classes=classes)
+                self._fit(X, y, classes=classes, sample_weight=sample_weight)
             return self
-        return self._partial_fit(X, y, method)
+        return self._partial_fit(X, y, method, sample_weight)
 
-    def _encode_targets_for_fit(self, y, classes):
+    def _encode_targets_for_fit(self, y, classes, sample_weight):
         check_classification_targets(y)
         present = np.unique(y)
         if classes is not None:
@@ -793,10 +928,16 @@ class DeltaGradLogisticRegression(ClassifierMixin, _BaseDeltaGrad):
         binary = classes.size == 2
         index = np.searchsorted(classes, y)
         Y = (index if binary else index.astype(np.float64)).astype(np.float64)
+        class_weights = None
+        if self.class_weight is not None:
+            # Fixed at fit (also "balanced"): later requests reuse these weights.
+            class_weights = compute_class_weight(
+                self.class_weight, classes=classes, y=y, sample_weight=sample_weight
+            ).astype(np.float64)
         return Y.reshape(-1, 1), {
             "loss": BINARY_LOGISTIC if binary else MULTINOMIAL,
             "n_outputs": 1 if binary else classes.size,
-            "attributes": {"classes_": classes},
+            "attributes": {"classes_": classes, "_class_weights": class_weights},
         }
 
     def _encode_targets(self, y, n_rows=None):
@@ -1088,15 +1229,17 @@ class DeltaGradRidge(RegressorMixin, _BaseDeltaGrad):
     array([442, 443, 444, 445, 446])
     """
 
-    def partial_fit(self, X, y, *, method="deltagrad"):
+    def partial_fit(self, X, y, sample_weight=None, *, method="deltagrad"):
         """Add training rows (or fit, on the first call).
 
         Parameters
         ----------
-        X : array-like of shape (n_rows, n_features)
-            Rows to add.
+        X : {array-like, sparse matrix} of shape (n_rows, n_features)
+            Rows to add (converted to the dtype and layout of the training rows).
         y : array-like of shape (n_rows,) or (n_rows, n_targets)
             Their targets.
+        sample_weight : array-like of shape (n_rows,), default=None
+            Weights of the added rows.
         method : {"deltagrad", "exact"}, default="deltagrad"
             ``"deltagrad"`` replays with DeltaGrad, ``"exact"`` retrains on the
             same schedule.
@@ -1107,17 +1250,18 @@ class DeltaGradRidge(RegressorMixin, _BaseDeltaGrad):
             The updated estimator.
         """
         if not hasattr(self, "coef_"):
-            return self.fit(X, y)
-        return self._partial_fit(X, y, method)
+            return self.fit(X, y, sample_weight=sample_weight)
+        return self._partial_fit(X, y, method, sample_weight)
 
     def _check_params(self):
         return {
-            "dtype": [np.float64, np.float32],
+            "dtype": _FLOAT_DTYPES,
+            "accept_sparse": _SPARSE_FORMATS,
             "y_numeric": True,
             "multi_output": True,
         }
 
-    def _encode_targets_for_fit(self, y, classes):
+    def _encode_targets_for_fit(self, y, classes, sample_weight):
         Y = np.asarray(y, dtype=np.float64)
         single = Y.ndim == 1
         Y = Y.reshape(Y.shape[0], -1).copy()
@@ -1223,6 +1367,14 @@ class _restored_on_error:
             self.estimator.__dict__.clear()
             self.estimator.__dict__.update(self.old)
         return False
+
+
+def _own_copy(X):
+    """The estimator's own copy of the training rows: C-contiguous, same dtype, CSR
+    when sparse (requests compact it in place, so the user's array is never used)."""
+    if sp.issparse(X):
+        return sp.csr_matrix(X, copy=True)
+    return np.array(X, order="C", copy=True)
 
 
 def _hypot(a, b):

@@ -24,7 +24,7 @@ from ._curvature import (
     subsampled_hessian_product,
     update_grams,
 )
-from ._kernels.cpu import add_penalty, gradient_sum
+from ._kernels.cpu import add_penalty, as_kernel_rows, gradient_sum, weight_sum
 from ._training import curvature_bound, run_sgd
 
 
@@ -98,13 +98,14 @@ class ReplayReport:
 def replay_iterations(
     X,
     Y,
+    sample_weight,
     new_ptr,
     new_rows,
     removed_ptr,
     removed_rows,
     added_ptr,
     added_rows,
-    old_sizes,
+    old_weights,
     learning_rates,
     alpha,
     offset,
@@ -126,15 +127,17 @@ def replay_iterations(
     """Replay iterations ``t_start..T-1`` on the changed batches, updating the cache.
 
     ``weights``/``gradients``/``exact`` hold the old trajectory on entry and the new
-    one on exit. Returns ``(final parameters, number of exact iterations, sum of
-    residual norms, number of residual checks, exposure)``: at every scheduled exact
-    iteration where the curvature model is usable, the model's prediction of the
-    original batch's loss gradient is compared with the exact one (the residual);
-    the exposure is the sum of ``(learning_rate * b_old / b_new)^2`` over approximate
-    iterations, whose factor is how far a gradient error there moves the parameters.
+    one on exit. Batch sizes are weight sums: ``old_weights[t]`` of the original
+    batch, ``b_new`` of the changed one. Returns ``(final parameters, number of
+    exact iterations, sum of residual norms, number of residual checks,
+    exposure)``: at every scheduled exact iteration where the curvature model is
+    usable, the model's prediction of the original batch's loss gradient is
+    compared with the exact one (the residual); the exposure is the sum of
+    ``(learning_rate * b_old / b_new)^2`` over approximate iterations, whose factor
+    is how far a gradient error there moves the parameters.
     """
     n_iterations, n_params = weights.shape
-    n_penalized = X.shape[1] * n_outputs
+    n_penalized = offset.shape[0] * n_outputs
     w = weights[t_start].copy()
     pairs_s = np.zeros((lbfgs_memory, n_params))
     pairs_y = np.zeros((lbfgs_memory, n_params))
@@ -153,30 +156,52 @@ def replay_iterations(
     n_checks = 0
     exposure = 0.0
     for t in range(t_start, n_iterations):
-        b_old = old_sizes[t]
-        b_new = new_ptr[t + 1] - new_ptr[t]
+        lo = new_ptr[t]
+        hi = new_ptr[t + 1]
         removed_t = removed_rows[removed_ptr[t] : removed_ptr[t + 1]]
         added_t = added_rows[added_ptr[t] : added_ptr[t + 1]]
+        b_old = old_weights[t]
+        b_new = weight_sum(sample_weight, new_rows[lo:hi])
         step[:] = w - weights[t]
         removed_sum[:] = 0.0
         added_sum[:] = 0.0
         gradient_sum(
-            X, Y, removed_t, w, offset, loss, n_outputs, fit_intercept, removed_sum
+            X,
+            Y,
+            sample_weight,
+            removed_t,
+            w,
+            offset,
+            loss,
+            n_outputs,
+            fit_intercept,
+            removed_sum,
         )
         gradient_sum(
-            X, Y, added_t, w, offset, loss, n_outputs, fit_intercept, added_sum
+            X,
+            Y,
+            sample_weight,
+            added_t,
+            w,
+            offset,
+            loss,
+            n_outputs,
+            fit_intercept,
+            added_sum,
         )
 
         scheduled = t < burn_in or (t - burn_in) % exact_period == 0
         usable = curvature != LBFGS or first_pair < n_pairs
-        if b_new == 0:
-            # Every row of this batch is gone: the retrain skips the iteration.
+        if b_new == 0.0:
+            # Every row of this batch is gone: the retrain skips the iteration,
+            # which is then exact (as in the exact method's count).
+            n_exact += 1
             new_sum[:] = 0.0
             exact[t] = True
             weights[t] = w
             gradients[t] = new_sum
             continue
-        modelled = usable and b_old > 0
+        modelled = usable and b_old > 0.0
         approximate = modelled and not scheduled
         if modelled:
             # Original-batch Hessian (+ alpha P) times the step, from the model.
@@ -197,17 +222,18 @@ def replay_iterations(
                 )
             else:
                 # This request's added rows sit at the end of the batch.
-                n_kept = b_new - added_t.shape[0]
-                lo = new_ptr[t]
+                n_kept = hi - lo - added_t.shape[0]
                 sample = new_rows[lo : lo + min(hessian_rows, n_kept)]
+                kept_weight = weight_sum(sample_weight, new_rows[lo : lo + n_kept])
                 # The Hessian at the midpoint of w_t and w' makes the secant
                 # g(w') - g(w_t) exact to third order.
                 midpoint[:] = weights[t] + 0.5 * step
                 subsampled_hessian_product(
                     X,
                     Y,
+                    sample_weight,
                     sample,
-                    n_kept,
+                    kept_weight,
                     removed_t,
                     midpoint,
                     step,
@@ -235,9 +261,17 @@ def replay_iterations(
         else:
             n_exact += 1
             new_sum[:] = 0.0
-            batch = new_rows[new_ptr[t] : new_ptr[t + 1]]
             gradient_sum(
-                X, Y, batch, w, offset, loss, n_outputs, fit_intercept, new_sum
+                X,
+                Y,
+                sample_weight,
+                new_rows[lo:hi],
+                w,
+                offset,
+                loss,
+                n_outputs,
+                fit_intercept,
+                new_sum,
             )
             if modelled and scheduled:
                 # Drift indicator: what the model would have predicted here.
@@ -248,7 +282,7 @@ def replay_iterations(
                     residual += diff * diff
                 residual_sum += np.sqrt(residual)
                 n_checks += 1
-            if curvature == LBFGS and exact[t] and b_old > 0:
+            if curvature == LBFGS and exact[t] and b_old > 0.0:
                 # y = regularised gradient difference of the *original* batch.
                 pair_y = (new_sum - added_sum + removed_sum) / b_old - gradients[t]
                 add_penalty(step, alpha, n_penalized, pair_y)
@@ -275,7 +309,26 @@ def _position_lookup(row_ids):
     return lookup
 
 
-def _old_grams(X, model, change, new_rows, changed, cache, settings):
+@njit(cache=True)
+def _batch_weights(sample_weight, ptr, rows):
+    """The total weight of every batch of a CSR batch list."""
+    n_batches = ptr.shape[0] - 1
+    totals = np.zeros(n_batches)
+    for t in range(n_batches):
+        totals[t] = weight_sum(sample_weight, rows[ptr[t] : ptr[t + 1]])
+    return totals
+
+
+def _old_batch_weights(sample_weight, change, new_rows, removed_rows, added_rows):
+    """The weight of each batch before the change (row counts without weights)."""
+    return (
+        _batch_weights(sample_weight, change.schedule.batch_ptr, new_rows)
+        + _batch_weights(sample_weight, change.removed_ptr, removed_rows)
+        - _batch_weights(sample_weight, change.added_ptr, added_rows)
+    )
+
+
+def _old_grams(X, sample_weight, model, change, new_rows, changed, cache, settings):
     """The Gram matrices of the *old* batches, for the ``GRAM`` curvature model.
 
     Built at the first request that needs them (from the new batches, with the change
@@ -289,12 +342,19 @@ def _old_grams(X, model, change, new_rows, changed, cache, settings):
     n_iterations = change.schedule.n_iterations
     grams = np.empty((n_iterations, n_columns, n_columns))
     batch_grams(
-        X, change.schedule.batch_ptr, new_rows, model.offset, model.fit_intercept, grams
+        X,
+        sample_weight,
+        change.schedule.batch_ptr,
+        new_rows,
+        model.offset,
+        model.fit_intercept,
+        grams,
     )
     removed_ptr, removed_rows, added_ptr, added_rows, offset, fit_intercept = changed
     # Undo the change: the old batches had the removed rows and not the added ones.
     update_grams(
         X,
+        sample_weight,
         added_ptr,
         added_rows,
         removed_ptr,
@@ -307,11 +367,12 @@ def _old_grams(X, model, change, new_rows, changed, cache, settings):
     return grams
 
 
-def apply_change(X, Y, row_ids, model, change, cache, method, settings):
+def apply_change(X, Y, sample_weight, row_ids, model, change, cache, method, settings):
     """Update ``cache`` (a copy) to the changed training set; return it and a report.
 
-    ``X``/``Y`` hold every row that the old or the new schedule mentions, with stable
-    ids ``row_ids`` (sorted). ``method`` is ``"deltagrad"`` or ``"exact"``. The exact
+    ``X``/``Y``/``sample_weight`` hold every row that the old or the new schedule
+    mentions, with stable ids ``row_ids`` (sorted); ``X`` is a dense array or a
+    scipy CSR matrix. ``method`` is ``"deltagrad"`` or ``"exact"``. The exact
     retrain starts at the first changed iteration or at the first iteration whose
     cached gradient is an estimate of an earlier replay, whichever comes first, so
     that its result is the reference retrain of the whole current training set.
@@ -319,6 +380,8 @@ def apply_change(X, Y, row_ids, model, change, cache, method, settings):
     (absolute; see :func:`drift_estimate`).
     """
     start = time.perf_counter()
+    bound = curvature_bound(X, model) if method == "deltagrad" else 0.0
+    X = as_kernel_rows(X)
     schedule = change.schedule
     new_ptr = schedule.batch_ptr
     lookup = _position_lookup(row_ids)
@@ -336,7 +399,9 @@ def apply_change(X, Y, row_ids, model, change, cache, method, settings):
         model.offset,
         model.fit_intercept,
     )
-    old_grams = _old_grams(X, model, change, new_rows, changed, cache, settings)
+    old_grams = _old_grams(
+        X, sample_weight, model, change, new_rows, changed, cache, settings
+    )
     residual_sum, n_checks, exposure = 0.0, 0, 0.0
     if method == "exact":
         inexact = np.flatnonzero(~cache.exact)
@@ -345,19 +410,32 @@ def apply_change(X, Y, row_ids, model, change, cache, method, settings):
     if t_start >= n_iterations:
         n_exact = 0
     elif method == "exact":
-        run_sgd(X, Y, model, new_ptr, new_rows, schedule.learning_rates, t_start, cache)
+        run_sgd(
+            X,
+            Y,
+            sample_weight,
+            model,
+            new_ptr,
+            new_rows,
+            schedule.learning_rates,
+            t_start,
+            cache,
+        )
         n_exact = n_iterations - t_start
     else:
         final, n_exact, residual_sum, n_checks, exposure = replay_iterations(
             X,
             Y,
+            sample_weight,
             new_ptr,
             new_rows,
             change.removed_ptr,
             removed_rows,
             change.added_ptr,
             added_rows,
-            change.old_batch_sizes,
+            _old_batch_weights(
+                sample_weight, change, new_rows, removed_rows, added_rows
+            ),
             schedule.learning_rates,
             model.alpha,
             model.offset,
@@ -371,7 +449,7 @@ def apply_change(X, Y, row_ids, model, change, cache, method, settings):
             # More pairs than parameters cannot be independent.
             min(settings.lbfgs_memory, model.n_params),
             settings.hessian_rows,
-            curvature_bound(X, model),
+            bound,
             np.zeros((1, 1, 1)) if old_grams is None else old_grams,
             cache.weights,
             cache.gradients,
@@ -379,7 +457,7 @@ def apply_change(X, Y, row_ids, model, change, cache, method, settings):
         )
         cache.final[:] = final
     if cache.grams is not None:
-        update_grams(X, *changed, cache.grams)
+        update_grams(X, sample_weight, *changed, cache.grams)
     n_replayed = max(n_iterations - t_start, 0)
     mean_residual = residual_sum / n_checks if n_checks else 0.0
     report = ReplayReport(

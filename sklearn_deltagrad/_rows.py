@@ -1,8 +1,9 @@
-"""The training rows an estimator keeps, each with a stable id.
+"""The training rows an estimator keeps, each with a stable id and a weight.
 
 Rows of ``fit`` get ids ``0..n-1``; rows added later get ids above the highest id ever
 assigned, so ids are never reused and the rows stay sorted by id. Removed rows are
-dropped from memory once their removal has been applied.
+dropped from memory once their removal has been applied. ``X`` is a dense array (in
+the dtype it was given, float64 or float32) or a scipy CSR matrix.
 """
 
 import mmap
@@ -10,22 +11,34 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.sparse as sp
 from numba import njit
 
 
 @dataclass
 class TrainingRows:
-    """Features, encoded targets and stable ids of the live training rows."""
+    """Features, encoded targets, stable ids and weights of the live training rows."""
 
     X: np.ndarray
     Y: np.ndarray
     ids: np.ndarray
     next_id: int
+    weights: np.ndarray = None
+
+    def __post_init__(self):
+        if self.weights is None:
+            self.weights = np.ones(self.ids.shape[0])
 
     @classmethod
-    def from_fit(cls, X, Y):
+    def from_fit(cls, X, Y, weights):
         n_samples = X.shape[0]
-        return cls(X, Y, np.arange(n_samples, dtype=np.int64), n_samples)
+        return cls(X, Y, np.arange(n_samples, dtype=np.int64), n_samples, weights)
+
+    def __setstate__(self, state):
+        # Pickles from before sample weights: every row weighs 1.
+        self.__dict__.update(state)
+        if self.__dict__.get("weights") is None:
+            self.weights = np.ones(self.ids.shape[0])
 
     def positions(self, ids):
         """Row positions of ``ids`` (live ids; the rows are sorted by id)."""
@@ -42,14 +55,14 @@ class TrainingRows:
         Duplicate training rows are consumed one per matching query row.
         """
         keys = _row_keys(self.X, self.Y if Y is not None else None)
-        query = _row_keys(X, Y)
+        query = _row_keys(_like(X, self.X), Y)
         candidates = np.flatnonzero(np.isin(keys, query))
         pool = defaultdict(list)
         for position in candidates[::-1]:
-            pool[keys[position].tobytes()].append(self.ids[position])
+            pool[_as_bytes(keys[position])].append(self.ids[position])
         found = np.full(X.shape[0], -1, dtype=np.int64)
         for i, key in enumerate(query):
-            matches = pool[key.tobytes()]
+            matches = pool[_as_bytes(key)]
             if matches:
                 found[i] = matches.pop()
         return found
@@ -70,13 +83,18 @@ class TrainingRows:
         """
         return PendingRemoval(self, self.positions(ids))
 
-    def with_added(self, X, Y):
+    def with_added(self, X, Y, weights):
+        """The rows with ``X`` (converted to the stored layout and dtype) added."""
         new_ids = np.arange(self.next_id, self.next_id + X.shape[0], dtype=np.int64)
+        X = _like(X, self.X)
         rows = TrainingRows(
-            np.concatenate([self.X, X]),
+            sp.vstack([self.X, X], format="csr")
+            if sp.issparse(self.X)
+            else np.concatenate([self.X, X]),
             np.concatenate([self.Y, Y]),
             np.concatenate([self.ids, new_ids]),
             self.next_id + X.shape[0],
+            np.concatenate([self.weights, weights]),
         )
         return rows, new_ids
 
@@ -97,8 +115,8 @@ class PendingRemoval:
     def __init__(self, rows, positions):
         self.rows = rows
         self.positions = np.ascontiguousarray(positions, dtype=np.int64)
-        arrays = (rows.X, rows.Y, rows.ids)
-        self.in_place = all(
+        arrays = (rows.X, rows.Y, rows.ids, rows.weights)
+        self.in_place = not sp.issparse(rows.X) and all(
             a.flags.writeable and a.flags.c_contiguous and not maps_a_file(a)
             for a in arrays
         )
@@ -110,18 +128,25 @@ class PendingRemoval:
             self.result = None
         else:
             self.removed = None
-            self.result = TrainingRows(
-                *(np.delete(a, self.positions, axis=0) for a in arrays), rows.next_id
-            )
+            keep = np.ones(rows.ids.shape[0], dtype=bool)
+            keep[self.positions] = False
+            X, Y, ids, weights = (a[keep] for a in arrays)
+            self.result = TrainingRows(X, Y, ids, rows.next_id, weights)
 
     def apply(self):
         """The rows without the removed ones (compacting the storage in place)."""
         if not self.in_place:
             return self.result
         rows = self.rows
-        n_kept = _compact(rows.X, rows.Y, rows.ids, self.positions, self.compacted)
+        n_kept = _compact(
+            rows.X, rows.Y, rows.ids, rows.weights, self.positions, self.compacted
+        )
         return TrainingRows(
-            rows.X[:n_kept], rows.Y[:n_kept], rows.ids[:n_kept], rows.next_id
+            rows.X[:n_kept],
+            rows.Y[:n_kept],
+            rows.ids[:n_kept],
+            rows.next_id,
+            rows.weights[:n_kept],
         )
 
     def undo(self):
@@ -129,7 +154,13 @@ class PendingRemoval:
         if self.in_place:
             rows = self.rows
             _uncompact(
-                rows.X, rows.Y, rows.ids, self.positions, *self.removed, self.compacted
+                rows.X,
+                rows.Y,
+                rows.ids,
+                rows.weights,
+                self.positions,
+                *self.removed,
+                self.compacted,
             )
 
     def forget(self):
@@ -139,7 +170,7 @@ class PendingRemoval:
 
 
 @njit(cache=True)
-def _compact(X, Y, ids, removed_positions, compacted):
+def _compact(X, Y, ids, weights, removed_positions, compacted):
     """Shift the rows not in ``removed_positions`` (sorted) to the front, in order.
 
     Sets ``compacted[0]`` (no-op when already set).
@@ -155,16 +186,27 @@ def _compact(X, Y, ids, removed_positions, compacted):
         X[write] = X[read]
         Y[write] = Y[read]
         ids[write] = ids[read]
+        weights[write] = weights[read]
         write += 1
     X[write:] = 0.0
     Y[write:] = 0.0
+    weights[write:] = 0.0
     compacted[0] = True
     return write
 
 
 @njit(cache=True)
 def _uncompact(
-    X, Y, ids, removed_positions, removed_X, removed_Y, removed_ids, compacted
+    X,
+    Y,
+    ids,
+    weights,
+    removed_positions,
+    removed_X,
+    removed_Y,
+    removed_ids,
+    removed_weights,
+    compacted,
 ):
     """Undo :func:`_compact` (if ``compacted[0]``): spread the kept rows out again
     and put the removed ones back; clears ``compacted[0]``."""
@@ -179,11 +221,13 @@ def _uncompact(
             X[write] = removed_X[skip]
             Y[write] = removed_Y[skip]
             ids[write] = removed_ids[skip]
+            weights[write] = removed_weights[skip]
             skip -= 1
             continue
         X[write] = X[read]
         Y[write] = Y[read]
         ids[write] = ids[read]
+        weights[write] = weights[read]
         read -= 1
     compacted[0] = False
 
@@ -197,8 +241,40 @@ def maps_a_file(array):
     return False
 
 
+def _like(X, stored):
+    """``X`` in the layout (dense or CSR) and dtype of the ``stored`` rows."""
+    if sp.issparse(stored):
+        return sp.csr_matrix(X, dtype=stored.dtype)
+    return np.asarray(X, dtype=stored.dtype)
+
+
 def _row_keys(X, Y):
-    """One hashable, sortable byte string per row (``-0.0`` folded into ``0.0``)."""
+    """One hashable, sortable byte string per row (``-0.0`` folded into ``0.0``).
+
+    Sparse rows are keyed by their sorted non-zero columns and values, so that no
+    row is densified.
+    """
+    if sp.issparse(X):
+        return _sparse_row_keys(X, Y)
     parts = [X] if Y is None else [X, Y]
     block = np.ascontiguousarray(np.hstack(parts) + 0.0)
     return block.view(np.dtype((np.void, block.shape[1] * block.itemsize))).ravel()
+
+
+def _as_bytes(key):
+    return key if isinstance(key, bytes) else key.tobytes()
+
+
+def _sparse_row_keys(X, Y):
+    X = sp.csr_matrix(X, copy=True)
+    X.sum_duplicates()  # also sorts the column indices
+    X.data = X.data + 0.0
+    X.eliminate_zeros()
+    keys = np.empty(X.shape[0], dtype=object)
+    for i in range(X.shape[0]):
+        lo, hi = X.indptr[i], X.indptr[i + 1]
+        key = X.indices[lo:hi].astype(np.int64).tobytes() + X.data[lo:hi].tobytes()
+        if Y is not None:
+            key += b"|" + np.ascontiguousarray(Y[i] + 0.0).tobytes()
+        keys[i] = b"%d:" % (hi - lo) + key
+    return keys

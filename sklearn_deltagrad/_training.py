@@ -8,6 +8,7 @@ unchanged). On the CPU the whole loop over iterations is one Numba function.
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.sparse as sp
 from numba import njit
 
 from ._curvature import GRAM
@@ -16,7 +17,9 @@ from ._kernels.cpu import (
     MULTINOMIAL,
     SQUARED,
     add_penalty,
+    as_kernel_rows,
     gradient_sum,
+    weight_sum,
 )
 
 
@@ -131,32 +134,57 @@ _LOSS_CURVATURE_BOUND = {SQUARED: 1.0, BINARY_LOGISTIC: 0.25, MULTINOMIAL: 0.5}
 
 
 def _centered_row_norms(X, model):
-    """``||(x_i - offset, 1)||^2`` for every row (the intercept column included)."""
+    """``||(x_i - offset, 1)||^2`` for every row (the intercept column included).
+
+    ``X`` may be dense (float64 or float32) or a scipy sparse matrix; the result is
+    float64.
+    """
     offset = model.offset
+    if sp.issparse(X):
+        squares = np.asarray(X.multiply(X).sum(axis=1), dtype=np.float64).ravel()
+    else:
+        squares = np.einsum("ij,ij->i", X, X, dtype=np.float64)
     return (
-        np.einsum("ij,ij->i", X, X)
-        - 2.0 * (X @ offset)
+        squares
+        - 2.0 * np.asarray(X @ offset, dtype=np.float64).ravel()
         + offset @ offset
         + float(model.fit_intercept)
     )
 
 
+def feature_means(X, sample_weight):
+    """Weighted column means of ``X`` (dense or sparse), in float64."""
+    total = np.asarray(X.T @ sample_weight, dtype=np.float64).ravel()
+    return total / sample_weight.sum()
+
+
 def curvature_bound(X, model):
-    """An upper bound on the spectral norm of any batch Hessian (+ alpha) of ``X``."""
+    """An upper bound on the spectral norm of any batch Hessian (+ alpha) of ``X``.
+
+    A batch Hessian is a weighted mean of the rows' Hessians, so the largest row
+    bounds it whatever the weights.
+    """
     norms = _centered_row_norms(X, model)
     return _LOSS_CURVATURE_BOUND[model.loss] * norms.max() + model.alpha
 
 
-def auto_learning_rate(X, model, batch_size, n_power_iterations=30, seed=0):
+def auto_learning_rate(
+    X, model, batch_size, sample_weight=None, n_power_iterations=30, seed=0
+):
     """A step size ``1 / L`` from the smoothness constant of the batch objective.
 
-    ``L = c * (lambda_max(Z'Z / n) + max_i ||z_i||^2 / b) + alpha``, where the rows
-    ``z_i`` are ``x_i - offset`` augmented by the intercept column and ``c`` is the
-    largest second derivative of the loss. For full batches this is the smoothness of
-    the objective; for single-row batches it is close to the SAG bound
-    ``c * max_i ||z_i||^2`` that sklearn uses.
+    ``L = c * (lambda_max(Z' S Z / sum(s)) + max_i ||z_i||^2 / b) + alpha``, where
+    the rows ``z_i`` are ``x_i - offset`` augmented by the intercept column, ``s``
+    the sample weights (ones by default) and ``c`` the largest second derivative of
+    the loss. For full batches this is the smoothness of the objective, with ``b``
+    the total weight ``sum(s)`` (so that an integer weight acts as repeated rows);
+    for single-row batches it is close to the SAG bound ``c * max_i ||z_i||^2``
+    that sklearn uses.
     """
     n_samples = X.shape[0]
+    if sample_weight is None:
+        sample_weight = np.ones(n_samples)
+    mean_weight = sample_weight.mean()
     intercept = float(model.fit_intercept)
     offset = model.offset
     centered_norms = _centered_row_norms(X, model)
@@ -169,10 +197,15 @@ def auto_learning_rate(X, model, batch_size, n_power_iterations=30, seed=0):
             break
         v /= norm
         u = X @ v[:-1] - offset @ v[:-1] + v[-1] * intercept
-        v = np.append(X.T @ u - offset * u.sum(), u.sum() * intercept) / n_samples
+        u = np.asarray(u, dtype=np.float64).ravel() * (sample_weight / mean_weight)
+        back = np.asarray(X.T @ u, dtype=np.float64).ravel()
+        v = np.append(back - offset * u.sum(), u.sum() * intercept) / n_samples
         eigenvalue = float(np.linalg.norm(v))
+    rows_per_batch = max(batch_size, 1)
+    if batch_size >= n_samples:
+        rows_per_batch = n_samples * mean_weight
     smoothness = _LOSS_CURVATURE_BOUND[model.loss] * (
-        eigenvalue + centered_norms.max() / max(batch_size, 1)
+        eigenvalue + centered_norms.max() / rows_per_batch
     )
     return 1.0 / (smoothness + model.alpha)
 
@@ -181,6 +214,7 @@ def auto_learning_rate(X, model, batch_size, n_power_iterations=30, seed=0):
 def sgd_iterations(
     X,
     Y,
+    sample_weight,
     batch_ptr,
     batch_rows,
     learning_rates,
@@ -197,9 +231,10 @@ def sgd_iterations(
 ):
     """Run iterations ``t_start..T-1`` from ``w`` (updated in place), caching each.
 
-    ``batch_rows`` are positions in ``X``. An empty batch leaves ``w`` unchanged.
+    ``batch_rows`` are positions in ``X``. Each batch's gradient is its weighted
+    mean; a batch that is empty (or of zero weight) leaves ``w`` unchanged.
     """
-    n_penalized = X.shape[1] * n_outputs
+    n_penalized = offset.shape[0] * n_outputs
     n_params = w.shape[0]
     gradient = np.empty(n_params)
     for t in range(t_start, learning_rates.shape[0]):
@@ -207,7 +242,8 @@ def sgd_iterations(
         hi = batch_ptr[t + 1]
         weights[t] = w
         exact[t] = True
-        if hi == lo:
+        batch_weight = weight_sum(sample_weight, batch_rows[lo:hi])
+        if batch_weight == 0.0:
             # Every row of this batch was removed: the iteration is skipped.
             gradients[t] = 0.0
             continue
@@ -215,6 +251,7 @@ def sgd_iterations(
         gradient_sum(
             X,
             Y,
+            sample_weight,
             batch_rows[lo:hi],
             w,
             offset,
@@ -223,24 +260,28 @@ def sgd_iterations(
             fit_intercept,
             gradient,
         )
-        gradient /= hi - lo
+        gradient /= batch_weight
         gradients[t] = gradient
         add_penalty(w, alpha, n_penalized, gradient)
         w -= learning_rates[t] * gradient
     return w
 
 
-def run_sgd(X, Y, model, batch_ptr, batch_rows, learning_rates, t_start, cache):
+def run_sgd(
+    X, Y, sample_weight, model, batch_ptr, batch_rows, learning_rates, t_start, cache
+):
     """Retrain exactly from iteration ``t_start`` of ``cache``, filling it in place.
 
     At ``t_start = 0`` this is training from zero parameters (``cache.weights[0]``).
+    ``X`` is a dense array or a scipy CSR matrix.
     """
     if t_start >= learning_rates.shape[0]:
         return cache
     w = cache.weights[t_start].copy()
     cache.final[:] = sgd_iterations(
-        X,
+        as_kernel_rows(X),
         Y,
+        sample_weight,
         batch_ptr,
         batch_rows,
         learning_rates,

@@ -19,6 +19,12 @@ and the outputs of a row are ``(x - offset) W + b`` -- the sklearn model with
 mean loss plus ``(alpha/2) ||P w||^2``, where ``P`` zeroes the intercepts; an SGD step
 is ``w <- w - eta_t (g_batch(w) + alpha P w)``, and an empty batch leaves ``w``
 unchanged.
+
+Rows may carry non-negative weights ``sample_weight`` (aligned with the rows of ``X``;
+``None`` means ones, and then every result is exactly the unweighted one): sums over
+rows are weighted, a batch's gradient is the weighted mean ``sum_i s_i g_i / sum_i
+s_i``, and a batch of zero total weight is skipped like an empty one. ``X`` may also
+be a scipy sparse matrix or float32; it is read as a dense float64 array.
 """
 
 from dataclasses import dataclass
@@ -49,6 +55,22 @@ class Model:
 
 
 # --------------------------------------------------------------------------- layout
+def dense(X):
+    """``X`` as a dense float64 array (sparse matrices are densified)."""
+    if hasattr(X, "toarray"):
+        X = X.toarray()
+    return np.asarray(X, dtype=np.float64)
+
+
+def weights_of(sample_weight, n_rows):
+    """Row weights as float64: ``sample_weight``, or ones when it is None."""
+    if sample_weight is None:
+        return np.ones(n_rows)
+    sample_weight = np.asarray(sample_weight, dtype=np.float64)
+    assert sample_weight.shape == (n_rows,), "one weight per row"
+    return sample_weight
+
+
 def n_params(model):
     return (model.n_features + int(model.fit_intercept)) * model.n_outputs
 
@@ -84,7 +106,7 @@ def sklearn_coefficients(w, model):
 
 def augmented(X, model):
     """``X - offset``, with a column of ones when the model has intercepts."""
-    X = np.asarray(X, dtype=np.float64) - offset_of(model)
+    X = dense(X) - offset_of(model)
     if model.fit_intercept:
         return np.hstack([X, np.ones((X.shape[0], 1))])
     return X
@@ -93,7 +115,7 @@ def augmented(X, model):
 def outputs(X, w, model):
     """Linear outputs ``Z = (X - offset) W + b``, shape ``(n, K)``."""
     coef, intercept = split_params(w, model)
-    X = np.asarray(X, dtype=np.float64) - offset_of(model)
+    X = dense(X) - offset_of(model)
     return X @ coef + intercept
 
 
@@ -148,34 +170,58 @@ def output_curvatures(Z, model):
     )
 
 
-def loss_sum(X, Y, w, model):
-    """Sum of the per-row losses at ``w``."""
-    return float(loss_values(outputs(X, w, model), Y, model).sum())
+def loss_sum(X, Y, w, model, sample_weight=None):
+    """(Weighted) sum of the per-row losses at ``w``."""
+    values = loss_values(outputs(X, w, model), Y, model)
+    if sample_weight is not None:
+        values = values * weights_of(sample_weight, values.shape[0])
+    return float(values.sum())
 
 
-def gradient_sum(X, Y, w, model):
-    """Sum over the rows of the loss gradients at ``w`` (flat layout)."""
+def gradient_sum(X, Y, w, model, sample_weight=None):
+    """(Weighted) sum over the rows of the loss gradients at ``w`` (flat layout)."""
     R = residuals(outputs(X, w, model), Y, model)
+    if sample_weight is not None:
+        R = R * weights_of(sample_weight, R.shape[0])[:, None]
     return (augmented(X, model).T @ R).ravel()
 
 
-def hessian(X, Y, w, model):
-    """Dense ``d x d`` Hessian of the summed loss at ``w``."""
+def hessian(X, Y, w, model, sample_weight=None):
+    """Dense ``d x d`` Hessian of the (weighted) summed loss at ``w``."""
     Xa = augmented(X, model)
     A = output_curvatures(outputs(X, w, model), model)
+    if sample_weight is not None:
+        A = A * weights_of(sample_weight, A.shape[0])[:, None, None]
     d = n_params(model)
     return np.einsum("ij,il,ikm->jklm", Xa, Xa, A).reshape(d, d)
 
 
-def hessian_vector_sum(X, Y, w, v, model):
-    """Sum over the rows of the loss Hessians at ``w`` times ``v``."""
-    return hessian(X, Y, w, model) @ v
+def hessian_vector_sum(X, Y, w, v, model, sample_weight=None):
+    """(Weighted) sum over the rows of the loss Hessians at ``w`` times ``v``."""
+    return hessian(X, Y, w, model, sample_weight) @ v
 
 
-def objective(X, Y, w, model):
-    """Mean loss plus the ridge penalty (intercepts excluded)."""
+def gram(X, model, sample_weight=None):
+    """``sum_i s_i a_i a_i'`` of the rows ``a_i = (x_i - offset, 1)``: ``(q, q)``."""
+    Xa = augmented(X, model)
+    s = weights_of(sample_weight, Xa.shape[0])
+    return (Xa * s[:, None]).T @ Xa
+
+
+def objective(X, Y, w, model, sample_weight=None):
+    """(Weighted) mean loss plus the ridge penalty (intercepts excluded)."""
     coef, _ = split_params(w, model)
-    return loss_sum(X, Y, w, model) / X.shape[0] + 0.5 * model.alpha * (coef**2).sum()
+    total = weights_of(sample_weight, X.shape[0]).sum()
+    mean_loss = loss_sum(X, Y, w, model, sample_weight) / total
+    return mean_loss + 0.5 * model.alpha * (coef**2).sum()
+
+
+def curvature_bound(X, model):
+    """``c * max_i ||(x_i - offset, 1)||^2 + alpha``: no batch Hessian (a weighted
+    mean of the rows' Hessians, plus ``alpha P``) has a larger spectral norm; ``c``
+    is the largest second derivative of the loss in its outputs."""
+    c = {SQUARED: 1.0, BINARY_LOGISTIC: 0.25, MULTINOMIAL: 0.5}[model.loss]
+    return c * float((augmented(X, model) ** 2).sum(axis=1).max()) + model.alpha
 
 
 # ------------------------------------------------------------------ training (SGD)
@@ -187,16 +233,28 @@ def positions_of(ids, batch_ids):
     return pos
 
 
-def sgd_run(X, Y, model, batch_ptr, batch_positions, learning_rates, w0, t_start=0):
+def sgd_run(
+    X,
+    Y,
+    model,
+    batch_ptr,
+    batch_positions,
+    learning_rates,
+    w0,
+    t_start=0,
+    sample_weight=None,
+):
     """Mini-batch SGD on a schedule, from ``w0`` at iteration ``t_start``.
 
     Returns ``(weights, gradients, final)``: ``weights[t]`` is the iterate at which
-    iteration ``t`` took its gradient, ``gradients[t]`` the mean loss-only gradient of
-    batch ``t`` there (zero for an empty batch), ``final`` the last iterate. Rows
-    before ``t_start`` are NaN.
+    iteration ``t`` took its gradient, ``gradients[t]`` the (weighted) mean loss-only
+    gradient of batch ``t`` there (zero for an empty batch or one of zero weight),
+    ``final`` the last iterate. Rows before ``t_start`` are NaN. ``sample_weight``
+    is aligned with the rows of ``X`` (``batch_positions`` index both).
     """
-    X = np.asarray(X, dtype=np.float64)
+    X = dense(X)
     Y = np.asarray(Y, dtype=np.float64)
+    s = weights_of(sample_weight, X.shape[0])
     n_iterations = len(learning_rates)
     d = n_params(model)
     mask = penalty_mask(model)
@@ -206,20 +264,34 @@ def sgd_run(X, Y, model, batch_ptr, batch_positions, learning_rates, w0, t_start
     for t in range(t_start, n_iterations):
         rows = np.asarray(batch_positions[batch_ptr[t] : batch_ptr[t + 1]])
         weights[t] = w
-        if rows.size == 0:
+        batch_weight = s[rows].sum() if sample_weight is not None else rows.size
+        if rows.size == 0 or batch_weight == 0.0:
             gradients[t] = 0.0
             continue
-        g = gradient_sum(X[rows], Y[rows], w, model) / rows.size
+        if sample_weight is None:
+            g = gradient_sum(X[rows], Y[rows], w, model) / rows.size
+        else:
+            g = gradient_sum(X[rows], Y[rows], w, model, s[rows]) / batch_weight
         gradients[t] = g
         w = w - learning_rates[t] * (g + model.alpha * mask * w)
     return weights, gradients, w
 
 
-def exact_retrain(X, Y, ids, model, batch_ptr, batch_ids, learning_rates):
-    """The reference retrain: SGD from zero on a schedule of stable ids."""
+def exact_retrain(
+    X, Y, ids, model, batch_ptr, batch_ids, learning_rates, sample_weight=None
+):
+    """The reference retrain: SGD from zero on a schedule of stable ids
+    (``sample_weight`` aligned with the rows of ``X``, i.e. with ``ids``)."""
     positions = positions_of(ids, np.asarray(batch_ids))
     return sgd_run(
-        X, Y, model, batch_ptr, positions, learning_rates, np.zeros(n_params(model))
+        X,
+        Y,
+        model,
+        batch_ptr,
+        positions,
+        learning_rates,
+        np.zeros(n_params(model)),
+        sample_weight=sample_weight,
     )
 
 
@@ -325,6 +397,8 @@ def deltagrad_replay(
     lbfgs_memory,
     hessian_rows,
     lbfgs_form="recursive",
+    sample_weight=None,
+    curvature_bound=None,
 ):
     """The DeltaGrad replay of DESIGN section 4, in NumPy.
 
@@ -333,8 +407,9 @@ def deltagrad_replay(
     ``weights``/``gradients``/``exact`` the cache of the old trajectory.
     ``curvature`` is ``"lbfgs"``, ``"hessian"`` or ``"gram"`` (the exact Hessian of
     the whole old batch, for the squared loss). Returns a dict with the new cache
-    (``weights``, ``gradients``, ``exact``, ``final``), ``first_iteration`` and
-    ``n_exact`` (exact iterations computed; skipped empty batches not counted).
+    (``weights``, ``gradients``, ``exact``, ``final``), ``first_iteration``,
+    ``n_exact`` (exact iterations computed; skipped empty batches not counted) and
+    ``n_skipped`` (iterations skipped because their new batch is empty).
 
     Rules: iteration ``t`` is exact when ``t < burn_in`` or ``(t - burn_in) %
     exact_period == 0``, or when no curvature is usable yet, or when its old batch
@@ -343,9 +418,17 @@ def deltagrad_replay(
     ``y = g_old_batch(w') - g_t + alpha P s`` is offered to the L-BFGS memory
     (skipped when ``s's <= 1e-30`` or ``s'y <= 1e-10 s's``; oldest dropped when
     full), and the L-BFGS model is rebuilt whenever the memory changed.
+
+    With ``sample_weight`` (aligned with ``ids``), the batch "sizes" ``b_old`` and
+    ``b_new`` are the batches' weight sums ("empty" means of zero weight), gradient
+    and Hessian sums are weighted, and the Hessian sample's sum is scaled by
+    ``kept weight / sample weight`` (dropped when the sample weighs 0). With
+    ``curvature_bound`` (see :func:`curvature_bound`), an iteration whose modelled
+    product ``||(B) s||`` exceeds ``curvature_bound * ||s||`` is computed exactly.
     """
-    X = np.asarray(X, dtype=np.float64)
+    X = dense(X)
     Y = np.asarray(Y, dtype=np.float64)
+    all_weights = weights_of(sample_weight, X.shape[0])
     lr = np.asarray(new_schedule[2] if len(new_schedule) > 2 else old_schedule[2])
     changes = batch_changes(old_schedule[0], old_schedule[1], *new_schedule[:2])
     n_iterations = len(changes)
@@ -354,17 +437,26 @@ def deltagrad_replay(
 
     def rows(batch):
         pos = positions_of(ids, batch)
-        return X[pos], Y[pos]
+        if sample_weight is None:
+            return X[pos], Y[pos]
+        return X[pos], Y[pos], all_weights[pos]
+
+    def size(batch):
+        if sample_weight is None:
+            return batch.size
+        return float(all_weights[positions_of(ids, batch)].sum())
 
     def grad(batch, w):
         if batch.size == 0:
             return np.zeros_like(w)
-        return gradient_sum(*rows(batch), w, model)
+        X_b, Y_b, *s_b = rows(batch)
+        return gradient_sum(X_b, Y_b, w, model, *s_b)
 
     def hess(batch, w):
         if batch.size == 0:
             return np.zeros((w.size, w.size))
-        return hessian(*rows(batch), w, model)
+        X_b, Y_b, *s_b = rows(batch)
+        return hessian(X_b, Y_b, w, model, *s_b)
 
     weights = np.array(weights, dtype=np.float64)
     gradients = np.array(gradients, dtype=np.float64)
@@ -379,24 +471,43 @@ def deltagrad_replay(
             "final": None,
             "first_iteration": t0,
             "n_exact": 0,
+            "n_skipped": 0,
         }
     w = weights[t0].copy()
     pairs = []
     first, B = 0, None
-    n_exact = 0
+    n_exact = n_skipped = 0
     for t in range(t0, n_iterations):
         old, new, removed, added, kept = changes[t]
-        b_old, b_new = old.size, new.size
+        b_old, b_new = size(old), size(new)
         w_old = weights[t].copy()
         s = w - w_old
         if b_new == 0:
             weights[t] = w
             gradients[t] = 0.0
             exact_out[t] = True
+            n_skipped += 1
             continue
         scheduled = t < burn_in or (t - burn_in) % exact_period == 0
         usable = curvature != "lbfgs" or (B is not None and first < len(pairs))
-        if scheduled or not usable or b_old == 0:
+        curv = None
+        if usable and b_old > 0 and not scheduled:
+            if curvature == "lbfgs":
+                curv = B @ s
+            else:
+                n_sample = kept.size if curvature == "gram" else hessian_rows
+                sample = kept[: min(n_sample, kept.size)]
+                # Hessian at the midpoint of the old and new iterates.
+                w_mid = w_old + 0.5 * s
+                H = hess(removed, w_mid)
+                if size(sample) > 0:
+                    H = H + hess(sample, w_mid) * (size(kept) / size(sample))
+                curv = H @ s / b_old + alpha * mask * s
+            if curvature_bound is not None:
+                # A product steeper than any batch Hessian: the model is wrong.
+                if np.linalg.norm(curv) > curvature_bound * np.linalg.norm(s):
+                    curv = None
+        if curv is None:
             n_exact += 1
             g_new = grad(new, w) / b_new
             if curvature == "lbfgs" and exact_in[t] and b_old > 0:
@@ -408,17 +519,6 @@ def deltagrad_replay(
                     first, _, B = lbfgs_model(pairs, alpha, lbfgs_form)
             exact_out[t] = True
         else:
-            if curvature == "lbfgs":
-                curv = B @ s
-            else:
-                n_sample = kept.size if curvature == "gram" else hessian_rows
-                sample = kept[: min(n_sample, kept.size)]
-                # Hessian at the midpoint of the old and new iterates.
-                w_mid = w_old + 0.5 * s
-                H = hess(removed, w_mid)
-                if sample.size:
-                    H = H + hess(sample, w_mid) * (kept.size / sample.size)
-                curv = H @ s / b_old + alpha * mask * s
             estimate = gradients[t] + alpha * mask * w_old + curv
             g_new = (
                 b_old * (estimate - alpha * mask * w)
@@ -436,6 +536,7 @@ def deltagrad_replay(
         "final": w,
         "first_iteration": t0,
         "n_exact": n_exact,
+        "n_skipped": n_skipped,
     }
 
 
@@ -455,12 +556,17 @@ def resolved_curvature(est):
 
 
 def state_of(est):
-    """A snapshot of an estimator's internal state as plain arrays."""
+    """A snapshot of an estimator's internal state as plain arrays (``X`` dense
+    float64, ``sample_weight`` the rows' weights)."""
     rows, schedule, cache = est._rows, est._schedule, est._cache
+    row_weights = getattr(rows, "weights", None)
+    if row_weights is None:
+        row_weights = np.ones(rows.ids.shape[0])
     return {
-        "X": rows.X.copy(),
+        "X": dense(rows.X).copy(),
         "Y": rows.Y.copy(),
         "ids": rows.ids.copy(),
+        "sample_weight": np.array(row_weights, dtype=np.float64),
         "batch_ptr": schedule.batch_ptr.copy(),
         "batch_ids": schedule.batch_ids.copy(),
         "learning_rates": schedule.learning_rates.copy(),
@@ -472,18 +578,24 @@ def state_of(est):
 
 
 def union_rows(*states):
-    """Rows of several snapshots merged by stable id (sorted)."""
+    """Rows of several snapshots merged by stable id (sorted): ``(X, Y, ids,
+    sample_weight)``."""
     X = np.concatenate([s["X"] for s in states])
     Y = np.concatenate([s["Y"] for s in states])
     ids = np.concatenate([s["ids"] for s in states])
+    sample_weight = np.concatenate(
+        [s.get("sample_weight", np.ones(s["ids"].shape[0])) for s in states]
+    )
     ids, first = np.unique(ids, return_index=True)
-    return X[first], Y[first], ids
+    return X[first], Y[first], ids, sample_weight[first]
 
 
-def replay_request(before, after, model, est, *, lbfgs_form="recursive"):
+def replay_request(
+    before, after, model, est, *, lbfgs_form="recursive", curvature_bound=None
+):
     """The NumPy replay of the request that took snapshot ``before`` to ``after``,
-    with the replay settings of ``est``."""
-    X, Y, ids = union_rows(before, after)
+    with the replay settings of ``est`` and the rows' weights."""
+    X, Y, ids, sample_weight = union_rows(before, after)
     return deltagrad_replay(
         X,
         Y,
@@ -500,4 +612,6 @@ def replay_request(before, after, model, est, *, lbfgs_form="recursive"):
         lbfgs_memory=est.lbfgs_memory,
         hessian_rows=est.hessian_rows,
         lbfgs_form=lbfgs_form,
+        sample_weight=sample_weight,
+        curvature_bound=curvature_bound,
     )

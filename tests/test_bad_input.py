@@ -108,6 +108,7 @@ NAMED_STATE = [
     "_rows.X",
     "_rows.Y",
     "_rows.ids",
+    "_rows.weights",
 ]
 
 

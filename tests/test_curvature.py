@@ -20,58 +20,107 @@ from sklearn_deltagrad._curvature import (
 )
 
 from . import reference as ref
-from .test_kernels import make_problem, rel_err
+from .test_kernels import (
+    LAYOUTS,
+    WEIGHTS,
+    kernel_rows,
+    make_problem,
+    make_weights,
+    reference_weights,
+    rel_err,
+)
 
 
 def parameters(est):
     return np.concatenate([np.ravel(est.coef_), np.ravel(est.intercept_)])
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("weights", WEIGHTS)
 @pytest.mark.parametrize("centred", [False, True])
 @pytest.mark.parametrize("fit_intercept", [False, True])
 @pytest.mark.parametrize("n_outputs", [1, 3])
 def test_gram_product_is_the_exact_batch_hessian_product(
-    n_outputs, fit_intercept, centred
+    n_outputs, fit_intercept, centred, weights, layout
 ):
     X, Y, model, w, rng = make_problem(
         ref.SQUARED, n_outputs, fit_intercept, centred=centred
     )
-    rows = np.arange(X.shape[0])
+    rows_in, X = kernel_rows(X, layout)
+    sample_weight = make_weights(weights, X.shape[0])
+    # Two batches: every row (shuffled), and a few rows with a repeat.
+    rows = np.concatenate([rng.permutation(X.shape[0]), [5, 4, 12, 5, 17]])
+    ptr = np.array([0, X.shape[0], rows.size])
     columns = X.shape[1] + int(fit_intercept)
-    grams = np.empty((1, columns, columns))
+    grams = np.full((2, columns, columns), np.nan)  # overwritten
     offset = ref.offset_of(model)
-    batch_grams(X, np.array([0, rows.size]), rows, offset, fit_intercept, grams)
-    v = rng.standard_normal(w.size)
-    out = np.empty(w.size)
+    batch_grams(rows_in, sample_weight, ptr, rows, offset, fit_intercept, grams)
     n_penalized = X.shape[1] * n_outputs
-    gram_product(grams[0], rows.size, v, 0.3, n_outputs, n_penalized, out)
-    expected = ref.hessian_vector_sum(X, Y, w, v, model) / rows.size
-    expected += 0.3 * ref.penalty_mask(model) * v
-    assert rel_err(out, expected) < 1e-10
+    for t in range(2):
+        batch = rows[ptr[t] : ptr[t + 1]]
+        s = reference_weights(weights, sample_weight, batch)
+        assert rel_err(grams[t], ref.gram(X[batch], model, s)) < 1e-12
+        batch_weight = sample_weight[batch].sum()
+        for _ in range(2):
+            v = rng.standard_normal(w.size)
+            out = rng.standard_normal(w.size)  # overwritten
+            gram_product(grams[t], batch_weight, v, 0.3, n_outputs, n_penalized, out)
+            expected = ref.hessian_vector_sum(X[batch], Y[batch], w, v, model, s)
+            expected = expected / batch_weight + 0.3 * ref.penalty_mask(model) * v
+            assert rel_err(out, expected) < 1e-10
 
 
-def test_update_grams_adds_and_removes_rows():
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("weights", WEIGHTS)
+def test_update_grams_adds_and_removes_rows(weights, layout):
     X, Y, model, w, rng = make_problem(ref.SQUARED, 1, True, centred=True)
+    rows_in, X = kernel_rows(X, layout)
+    sample_weight = make_weights(weights, X.shape[0])
     offset = ref.offset_of(model)
     rows = np.arange(X.shape[0])
     ptr = np.array([0, 12, rows.size])
     grams = np.empty((2, X.shape[1] + 1, X.shape[1] + 1))
-    batch_grams(X, ptr, rows, offset, True, grams)
-    # Move rows 3 and 5 out of batch 0, put row 20 into it.
+    batch_grams(rows_in, sample_weight, ptr, rows, offset, True, grams)
+    before = grams.copy()
+    # Move rows 3, 5 and (zero weight when random) 2 out of batch 0, put row 20
+    # into it; row 14 leaves batch 1.
     update_grams(
-        X,
-        np.array([0, 2, 2]),
-        np.array([3, 5]),
+        rows_in,
+        sample_weight,
+        np.array([0, 3, 4]),
+        np.array([3, 5, 2, 14]),
         np.array([0, 1, 1]),
         np.array([20]),
         offset,
         True,
         grams,
     )
-    kept = np.array([0, 1, 2, 4, 6, 7, 8, 9, 10, 11, 20])
+    kept = np.array([0, 1, 4, 6, 7, 8, 9, 10, 11, 20])
+    kept_1 = np.setdiff1d(np.arange(12, X.shape[0]), [14])
+    for t, batch in enumerate([kept, kept_1]):
+        s = reference_weights(weights, sample_weight, batch)
+        assert rel_err(grams[t], ref.gram(X[batch], model, s)) < 1e-12
+        assert rel_err(grams[t], before[t]) > 1e-3  # the batch changed
     expected = np.empty((1, X.shape[1] + 1, X.shape[1] + 1))
-    batch_grams(X, np.array([0, kept.size]), kept, offset, True, expected)
+    batch_grams(
+        rows_in, sample_weight, np.array([0, kept.size]), kept, offset, True, expected
+    )
     assert rel_err(grams[0], expected[0]) < 1e-12
+
+
+def test_batch_grams_weights_act_as_row_multiplicities():
+    X, Y, model, w, rng = make_problem(ref.SQUARED, 1, True, centred=True)
+    offset = ref.offset_of(model)
+    q = X.shape[1] + 1
+    sample_weight = np.zeros(X.shape[0])
+    sample_weight[[3, 8, 9]] = [2.0, 1.0, 3.0]
+    weighted, repeated = np.empty((1, q, q)), np.empty((1, q, q))
+    rows = np.array([3, 8, 9, 0, 15])  # 0 and 15 weigh 0
+    batch_grams(X, sample_weight, np.array([0, 5]), rows, offset, True, weighted)
+    rows = np.array([3, 3, 8, 9, 9, 9])
+    batch_grams(X, np.ones(X.shape[0]), np.array([0, 6]), rows, offset, True, repeated)
+    assert np.abs(repeated).max() > 1.0
+    assert rel_err(weighted, repeated) < 1e-12
 
 
 def ridge_problem(seed=0, n_targets=1):
@@ -81,13 +130,24 @@ def ridge_problem(seed=0, n_targets=1):
     return X + 2.0, y
 
 
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
 @pytest.mark.parametrize("n_targets", [1, 2])
-def test_gram_replay_equals_the_exact_retrain(n_targets):
+def test_gram_replay_equals_the_exact_retrain(n_targets, weighted):
     """With exact curvature the replay of the squared loss is exact up to rounding,
-    over a sequence of removals and additions."""
+    over a sequence of removals and additions (also with sample weights)."""
     X, y = ridge_problem(n_targets=n_targets)
+    sample_weight = None
+    if weighted:
+        sample_weight = np.random.default_rng(2).uniform(0.1, 4.0, X.shape[0])
+        sample_weight[[3, 11, 265, 280]] = 0.0
+
+    def weights_of(which):
+        return None if sample_weight is None else sample_weight[which]
+
     params = dict(random_state=0, batch_size=64, max_iter=12, curvature="gram")
-    est = DeltaGradRidge(**params).fit(X[:260], y[:260])
+    est = DeltaGradRidge(**params).fit(
+        X[:260], y[:260], sample_weight=weights_of(slice(0, 260))
+    )
     exact = copy.deepcopy(est)
     requests = [
         ("remove", [3, 50, 120]),
@@ -100,15 +160,30 @@ def test_gram_replay_equals_the_exact_retrain(n_targets):
             est.partial_unfit(indices=which)
             exact.partial_unfit(indices=which, method="exact")
         else:
-            est.partial_fit(X[which], y[which])
-            exact.partial_fit(X[which], y[which], method="exact")
+            est.partial_fit(X[which], y[which], sample_weight=weights_of(which))
+            exact.partial_fit(
+                X[which], y[which], sample_weight=weights_of(which), method="exact"
+            )
         assert est.last_update_.n_approximate_iterations > 0
         assert rel_err(parameters(est), parameters(exact)) < 1e-9
+    if weighted:
+        # The weights are kept with the rows, by stable id.
+        kept = np.setdiff1d(np.arange(300), [3, 50, 120, 261, 7])
+        np.testing.assert_array_equal(est.sample_ids_, kept)
+        np.testing.assert_array_equal(est._rows.weights, sample_weight[kept])
     # The Gram matrices follow the batches: rebuilt from scratch they agree.
     rows, schedule, model = est._rows, est._schedule, est._model
     positions = np.searchsorted(rows.ids, schedule.batch_ids)
     fresh = np.empty_like(est._cache.grams)
-    batch_grams(rows.X, schedule.batch_ptr, positions, model.offset, True, fresh)
+    batch_grams(
+        rows.X,
+        rows.weights,
+        schedule.batch_ptr,
+        positions,
+        model.offset,
+        True,
+        fresh,
+    )
     assert rel_err(est._cache.grams, fresh) < 1e-10
 
 

@@ -5,6 +5,7 @@ import inspect
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
 from sklearn_deltagrad._curvature import (
     lbfgs_factorize,
@@ -26,6 +27,12 @@ LOSSES = [
 INTERCEPT = [pytest.param(True, id="intercept"), pytest.param(False, id="no-intercept")]
 # The parametrisation may be centred on fixed feature means (model.offset).
 CENTRED = [pytest.param(False, id="uncentred"), pytest.param(True, id="centred")]
+# Row weights: all ones, or random non-negative ones with zeros (see make_weights).
+WEIGHTS = ["unit", "random"]
+# How the kernels read the rows (see kernel_rows).
+LAYOUTS = ["dense64", "dense32", "csr", "csr32", "csr-unsorted"]
+# Rows that weigh 0 under the random weights (row 4 is also the zero row).
+ZERO_WEIGHT_ROWS = [2, 4, 12]
 
 
 def call(kernel, **named):
@@ -50,7 +57,6 @@ def make_problem(
     rng = np.random.default_rng(seed)
     X = rng.standard_normal((n_samples, n_features))
     X[rng.random(X.shape) < 0.3] = 0.0
-    X[4] = 0.0
     if loss == ref.SQUARED:
         Y = rng.standard_normal((n_samples, n_outputs)) * 2.0
     elif loss == ref.BINARY_LOGISTIC:
@@ -58,10 +64,63 @@ def make_problem(
     else:
         Y = rng.integers(n_outputs, size=(n_samples, 1)).astype(np.float64)
     X[:, 0] += 1.5  # a feature far from zero mean
+    X[4] = 0.0  # (after the shift: a CSR matrix stores nothing for this row)
     offset = X.mean(axis=0) if centred else np.zeros(n_features)
     model = ref.Model(loss, n_outputs, fit_intercept, 0.3, n_features, offset)
     w = rng.standard_normal(ref.n_params(model)) * 0.7
     return X, Y, model, w, rng
+
+
+def make_weights(kind, n_samples, seed=1):
+    """Row weights: ones, or random in [0.05, 3) with ``ZERO_WEIGHT_ROWS`` at 0."""
+    if kind == "unit":
+        return np.ones(n_samples)
+    weights = np.random.default_rng(seed).uniform(0.05, 3.0, n_samples)
+    weights[ZERO_WEIGHT_ROWS] = 0.0
+    return weights
+
+
+def reference_weights(kind, weights, rows):
+    """The weights the reference gets for ``X[rows]``: None (ones) or the slice."""
+    return None if kind == "unit" else weights[rows]
+
+
+def kernel_rows(X, layout):
+    """``(rows as the kernels read them, the float64 matrix they stand for)``.
+
+    ``dense32`` rounds the rows to float32; ``csr32`` keeps float32 values in a CSR
+    matrix; ``csr-unsorted`` is built by hand, with 64-bit indices in reverse order
+    within each row and an explicitly stored zero in the zero row 4.
+    """
+    if layout == "dense64":
+        return X, X
+    if layout == "dense32":
+        X32 = X.astype(np.float32)
+        return X32, X32.astype(np.float64)
+    if layout == "csr":
+        matrix = sp.csr_matrix(X)
+        assert matrix.nnz < X.size  # really sparse: some zeros are not stored
+        return cpu.as_kernel_rows(matrix), matrix.toarray()
+    if layout == "csr32":
+        matrix = sp.csr_matrix(X.astype(np.float32))
+        assert matrix.dtype == np.float32
+        return cpu.as_kernel_rows(matrix), matrix.toarray().astype(np.float64)
+    assert layout == "csr-unsorted"
+    data, indices, indptr = [], [], [0]
+    for i, row in enumerate(X):
+        columns = np.flatnonzero(row)[::-1]
+        if i == 4:
+            columns = np.array([2])  # the zero row stores one zero
+        data.extend(row[columns])
+        indices.extend(columns)
+        indptr.append(len(data))
+    csr = cpu.CSRRows(
+        np.array(data), np.array(indices, dtype=np.int64), np.array(indptr)
+    )
+    matrix = sp.csr_matrix(csr, shape=X.shape)
+    assert not matrix.has_sorted_indices
+    np.testing.assert_array_equal(matrix.toarray(), X)
+    return csr, X
 
 
 def rel_err(a, b):
@@ -70,40 +129,42 @@ def rel_err(a, b):
 
 
 # --------------------------------------------------------- the reference is right
+@pytest.mark.parametrize("weights", WEIGHTS)
 @pytest.mark.parametrize("centred", CENTRED)
 @pytest.mark.parametrize("fit_intercept", INTERCEPT)
 @pytest.mark.parametrize("loss, n_outputs", LOSSES)
 def test_reference_gradient_and_hessian_match_finite_differences(
-    loss, n_outputs, fit_intercept, centred
+    loss, n_outputs, fit_intercept, centred, weights
 ):
     X, Y, model, w, _ = make_problem(loss, n_outputs, fit_intercept, centred=centred)
+    s = reference_weights(weights, make_weights(weights, X.shape[0]), slice(None))
     d = w.size
     h = 1e-6
     eye = np.eye(d)
     numeric_grad = np.array(
         [
             (
-                ref.loss_sum(X, Y, w + h * e, model)
-                - ref.loss_sum(X, Y, w - h * e, model)
+                ref.loss_sum(X, Y, w + h * e, model, s)
+                - ref.loss_sum(X, Y, w - h * e, model, s)
             )
             / (2 * h)
             for e in eye
         ]
     )
     np.testing.assert_allclose(
-        ref.gradient_sum(X, Y, w, model), numeric_grad, rtol=1e-6, atol=1e-6
+        ref.gradient_sum(X, Y, w, model, s), numeric_grad, rtol=1e-6, atol=1e-6
     )
     numeric_hess = np.array(
         [
             (
-                ref.gradient_sum(X, Y, w + h * e, model)
-                - ref.gradient_sum(X, Y, w - h * e, model)
+                ref.gradient_sum(X, Y, w + h * e, model, s)
+                - ref.gradient_sum(X, Y, w - h * e, model, s)
             )
             / (2 * h)
             for e in eye
         ]
     )
-    H = ref.hessian(X, Y, w, model)
+    H = ref.hessian(X, Y, w, model, s)
     np.testing.assert_allclose(H, H.T, atol=1e-12)
     np.testing.assert_allclose(H, numeric_hess, rtol=1e-6, atol=1e-6)
 
@@ -163,48 +224,131 @@ def kernel_args(X, Y, model, w, **more):
     return named
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("weights", WEIGHTS)
 @pytest.mark.parametrize("centred", CENTRED)
 @pytest.mark.parametrize("fit_intercept", INTERCEPT)
 @pytest.mark.parametrize("loss, n_outputs", LOSSES)
-def test_gradient_sum_matches_reference(loss, n_outputs, fit_intercept, centred):
+def test_gradient_sum_matches_reference(
+    loss, n_outputs, fit_intercept, centred, weights, layout
+):
     X, Y, model, w, rng = make_problem(loss, n_outputs, fit_intercept, centred=centred)
     assert takes_offset(cpu.gradient_sum) or not centred
-    # A subset with the zero row and a repeated row, in an arbitrary order.
+    rows_in, X = kernel_rows(X, layout)
+    sample_weight = make_weights(weights, X.shape[0])
+    # A subset with the zero row, a repeated row and (random weights) zero-weight
+    # rows, in an arbitrary order.
     rows = np.array([7, 4, 0, 19, 7, 12, 3, 22], dtype=np.int64)
     start = rng.standard_normal(w.size)
     out = start.copy()
-    call(cpu.gradient_sum, **kernel_args(X, Y, model, w, rows=rows, out=out))
-    expected = ref.gradient_sum(X[rows], Y[rows], w, model)
+    call(
+        cpu.gradient_sum,
+        **kernel_args(rows_in, Y, model, w, rows=rows, out=out),
+        sample_weight=sample_weight,
+    )
+    expected = ref.gradient_sum(
+        X[rows], Y[rows], w, model, reference_weights(weights, sample_weight, rows)
+    )
     assert rel_err(out - start, expected) < 1e-10
     # Adds into out; an empty row set adds nothing.
     before = out.copy()
     empty = np.zeros(0, dtype=np.int64)
-    call(cpu.gradient_sum, **kernel_args(X, Y, model, w, rows=empty, out=out))
+    call(
+        cpu.gradient_sum,
+        **kernel_args(rows_in, Y, model, w, rows=empty, out=out),
+        sample_weight=sample_weight,
+    )
     np.testing.assert_array_equal(out, before)
     # All rows.
     full = np.zeros(w.size)
     every = np.arange(X.shape[0], dtype=np.int64)
-    call(cpu.gradient_sum, **kernel_args(X, Y, model, w, rows=every, out=full))
-    assert rel_err(full, ref.gradient_sum(X, Y, w, model)) < 1e-10
+    call(
+        cpu.gradient_sum,
+        **kernel_args(rows_in, Y, model, w, rows=every, out=full),
+        sample_weight=sample_weight,
+    )
+    expected = ref.gradient_sum(
+        X, Y, w, model, reference_weights(weights, sample_weight, every)
+    )
+    assert rel_err(full, expected) < 1e-10
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("weights", WEIGHTS)
 @pytest.mark.parametrize("centred", CENTRED)
 @pytest.mark.parametrize("fit_intercept", INTERCEPT)
 @pytest.mark.parametrize("loss, n_outputs", LOSSES)
-def test_hessian_vector_sum_matches_reference(loss, n_outputs, fit_intercept, centred):
+def test_hessian_vector_sum_matches_reference(
+    loss, n_outputs, fit_intercept, centred, weights, layout
+):
     X, Y, model, w, rng = make_problem(loss, n_outputs, fit_intercept, centred=centred)
     assert takes_offset(cpu.hessian_vector_sum) or not centred
-    rows = np.array([1, 4, 9, 9, 15, 21, 0], dtype=np.int64)
+    rows_in, X = kernel_rows(X, layout)
+    sample_weight = make_weights(weights, X.shape[0])
+    rows = np.array([1, 4, 9, 9, 15, 21, 0, 2], dtype=np.int64)
+    H = ref.hessian(
+        X[rows], Y[rows], w, model, reference_weights(weights, sample_weight, rows)
+    )
     for _ in range(3):
         v = rng.standard_normal(w.size)
         start = rng.standard_normal(w.size)
         out = start.copy()
         call(
             cpu.hessian_vector_sum,
-            **kernel_args(X, Y, model, w, rows=rows, v=v, out=out),
+            **kernel_args(rows_in, Y, model, w, rows=rows, v=v, out=out),
+            sample_weight=sample_weight,
         )
-        expected = ref.hessian(X[rows], Y[rows], w, model) @ v
-        assert rel_err(out - start, expected) < 1e-10
+        assert rel_err(out - start, H @ v) < 1e-10
+
+
+@pytest.mark.parametrize("loss, n_outputs", LOSSES)
+def test_weights_act_as_row_multiplicities(loss, n_outputs):
+    """Integer weights are repeated rows; zero-weight rows add nothing; scaling
+    every weight scales the sums (independent of the reference)."""
+    X, Y, model, w, rng = make_problem(loss, n_outputs, True, centred=True)
+    v = rng.standard_normal(w.size)
+    sample_weight = np.zeros(X.shape[0])
+    sample_weight[[1, 5, 8, 13]] = [1.0, 2.0, 3.0, 1.0]
+    weighted_rows = np.array([0, 1, 5, 8, 13, 17], dtype=np.int64)  # 0, 17 weigh 0
+    repeated_rows = np.array([1, 5, 5, 8, 8, 8, 13], dtype=np.int64)
+    ones = np.ones(X.shape[0])
+
+    def sums(rows, weights):
+        named = kernel_args(X, Y, model, w, rows=rows, sample_weight=weights)
+        g = np.zeros(w.size)
+        call(cpu.gradient_sum, **named, out=g)
+        hv = np.zeros(w.size)
+        call(cpu.hessian_vector_sum, **named, v=v, out=hv)
+        return g, hv, cpu.weight_sum(weights, rows)
+
+    g_w, hv_w, total_w = sums(weighted_rows, sample_weight)
+    g_r, hv_r, total_r = sums(repeated_rows, ones)
+    assert total_w == total_r == 7.0
+    assert np.abs(g_r).max() > 1e-3 and np.abs(hv_r).max() > 1e-3
+    assert rel_err(g_w, g_r) < 1e-12
+    assert rel_err(hv_w, hv_r) < 1e-12
+    g_s, hv_s, total_s = sums(weighted_rows, 0.25 * sample_weight)
+    assert total_s == 0.25 * total_w
+    assert rel_err(g_s, 0.25 * g_w) < 1e-12
+    assert rel_err(hv_s, 0.25 * hv_w) < 1e-12
+    # Only zero-weight rows: nothing is added.
+    g_0, hv_0, total_0 = sums(np.array([0, 17, 0], dtype=np.int64), sample_weight)
+    assert total_0 == 0.0
+    np.testing.assert_array_equal(g_0, 0.0)
+    np.testing.assert_array_equal(hv_0, 0.0)
+
+
+def test_weight_sum_adds_the_rows_weights_in_order():
+    sample_weight = np.random.default_rng(0).uniform(0.0, 1.0, 30)
+    sample_weight[[3, 11]] = 0.0
+    rows = np.array([29, 3, 0, 7, 7, 11, 15, 2, 28], dtype=np.int64)
+    total = 0.0
+    for i in rows:
+        total += sample_weight[i]
+    assert cpu.weight_sum(sample_weight, rows) == total  # bitwise: summed in order
+    assert cpu.weight_sum(sample_weight, np.zeros(0, dtype=np.int64)) == 0.0
+    assert cpu.weight_sum(sample_weight, np.array([3, 11, 3])) == 0.0
+    assert cpu.weight_sum(np.ones(30), rows) == float(rows.size)
 
 
 @pytest.mark.parametrize("fit_intercept", INTERCEPT)
@@ -340,46 +484,77 @@ def test_lbfgs_factorize_drops_oldest_pairs_when_ill_conditioned():
 
 
 # -------------------------------------------------------- sub-sampled Hessian
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("weights", WEIGHTS)
 @pytest.mark.parametrize("centred", CENTRED)
 @pytest.mark.parametrize("fit_intercept", INTERCEPT)
 @pytest.mark.parametrize("loss, n_outputs", LOSSES)
-def test_subsampled_hessian_product(loss, n_outputs, fit_intercept, centred):
+def test_subsampled_hessian_product(
+    loss, n_outputs, fit_intercept, centred, weights, layout
+):
     X, Y, model, w, rng = make_problem(loss, n_outputs, fit_intercept, centred=centred)
     assert takes_offset(subsampled_hessian_product) or not centred
+    rows_in, X = kernel_rows(X, layout)
+    sample_weight = make_weights(weights, X.shape[0])
+    # Under the random weights kept rows 2 and 4 weigh 0.
     kept = np.array([2, 4, 5, 8, 11, 13, 17, 20], dtype=np.int64)
     removed = np.array([0, 9, 14], dtype=np.int64)
     mask = ref.penalty_mask(model)
     v = rng.standard_normal(w.size)
     out = rng.standard_normal(w.size)  # overwritten, not added to
 
-    def product(sample, n_kept, removed):
-        named = kernel_args(X, Y, model, w, v=v, out=out)
+    def product(sample, kept_weight, removed):
+        named = kernel_args(rows_in, Y, model, w, v=v, out=out)
         call(
             subsampled_hessian_product,
             **named,
+            sample_weight=sample_weight,
             sample=sample,
-            n_kept=n_kept,
+            kept_weight=kept_weight,
             removed=removed,
         )
-        return out
+        return out.copy()
 
+    def hess(rows):
+        s = reference_weights(weights, sample_weight, rows)
+        return ref.hessian(X[rows], Y[rows], w, model, s)
+
+    kept_weight = sample_weight[kept].sum()
+    removed_weight = sample_weight[removed].sum()
+    old_weight = kept_weight + removed_weight
+    if weights == "unit":
+        assert (kept_weight, old_weight) == (kept.size, kept.size + removed.size)
     # Every kept row sampled: the exact Hessian of the original batch, plus alpha P.
     batch = np.concatenate([kept, removed])
-    exact = (
-        ref.hessian(X[batch], Y[batch], w, model) @ v / batch.size
-        + model.alpha * mask * v
-    )
-    assert rel_err(product(kept, kept.size, removed), exact) < 1e-10
-    # A sample of three kept rows, scaled up to the kept count.
-    sample = kept[:3]
+    exact = hess(batch) @ v / old_weight + model.alpha * mask * v
+    assert rel_err(product(kept, kept_weight, removed), exact) < 1e-10
+    # A sample of three kept rows, scaled up to the kept weight.
+    sample = kept[1:4]
+    sample_weight_sum = sample_weight[sample].sum()
     estimate = (
-        ref.hessian(X[sample], Y[sample], w, model) * (kept.size / sample.size)
-        + ref.hessian(X[removed], Y[removed], w, model)
-    ) @ v / batch.size + model.alpha * mask * v
-    assert rel_err(product(sample, kept.size, removed), estimate) < 1e-10
+        hess(sample) * (kept_weight / sample_weight_sum) + hess(removed)
+    ) @ v / old_weight + model.alpha * mask * v
+    assert rel_err(product(sample, kept_weight, removed), estimate) < 1e-10
+    if weights == "random":
+        # The weights matter: the unweighted estimate is far off.
+        unweighted = (
+            ref.hessian(X[sample], Y[sample], w, model) * (kept.size / sample.size)
+            + ref.hessian(X[removed], Y[removed], w, model)
+        ) @ v / batch.size + model.alpha * mask * v
+        assert rel_err(unweighted, estimate) > 1e-3
+        # A sample of zero weight carries no information: only the removed rows'
+        # Hessian remains (still divided by the original batch's weight).
+        zero_sample = kept[:2]
+        assert sample_weight[zero_sample].sum() == 0.0
+        only_removed = hess(removed) @ v / old_weight + model.alpha * mask * v
+        assert np.isfinite(product(zero_sample, kept_weight, removed)).all()
+        assert rel_err(product(zero_sample, kept_weight, removed), only_removed) < 1e-10
+        # Nothing of positive weight at all: the penalty alone.
+        nothing = np.zeros(0, dtype=np.int64)
+        np.testing.assert_allclose(
+            product(zero_sample, 0.0, nothing), model.alpha * mask * v, rtol=1e-15
+        )
     # Nothing removed (an addition).
-    exact = (
-        ref.hessian(X[kept], Y[kept], w, model) @ v / kept.size + model.alpha * mask * v
-    )
+    exact = hess(kept) @ v / kept_weight + model.alpha * mask * v
     nothing = np.zeros(0, dtype=np.int64)
-    assert rel_err(product(kept, kept.size, nothing), exact) < 1e-10
+    assert rel_err(product(kept, kept_weight, nothing), exact) < 1e-10

@@ -6,10 +6,17 @@ import copy
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
 from sklearn_deltagrad import DeltaGradLogisticRegression, DeltaGradRidge
+from sklearn_deltagrad._curvature import CURVATURE_CODES, batch_grams
+from sklearn_deltagrad._kernels import cpu
+from sklearn_deltagrad._replay import ReplaySettings, apply_change
+from sklearn_deltagrad._schedule import add_rows, make_schedule, remove_rows
+from sklearn_deltagrad._training import LinearModel, TrainingCache, run_sgd
 
 from . import reference as ref
+from .test_training import LOSS_KINDS, sgd_problem
 
 N_SAMPLES, N_FEATURES = 48, 4
 KINDS = ["binary", "multiclass", "ridge", "ridge-multi"]
@@ -224,6 +231,20 @@ REPLAY_SETTINGS = [
 ]
 
 
+def assert_report_counts(report, out):
+    """The report's first iteration and iteration counts agree with the NumPy
+    replay ``out``. Iterations skipped for an empty batch (or one of zero weight)
+    are neither computed exactly nor modelled; the report may count them with
+    either kind (see test_skipped_iterations_are_not_reported_as_approximate)."""
+    assert report.first_iteration == out["first_iteration"]
+    t0 = out["first_iteration"]
+    n_approximate = int((~out["exact"][t0:]).sum())
+    extra_exact = report.n_exact_iterations - out["n_exact"]
+    extra_approximate = report.n_approximate_iterations - n_approximate
+    assert extra_exact >= 0 and extra_approximate >= 0
+    assert extra_exact + extra_approximate <= out["n_skipped"]
+
+
 def check_against_reference(est, before, chained=None, tol=1e-9):
     """Compare the request that took snapshot ``before`` to ``est`` with the NumPy
     replay; ``chained`` replaces the input cache by the reference's own previous
@@ -237,10 +258,7 @@ def check_against_reference(est, before, chained=None, tol=1e-9):
     out = ref.replay_request(before, after, est._model, est)
     report = est.last_update_
     assert report.method == "deltagrad"
-    assert report.first_iteration == out["first_iteration"]
-    assert report.n_exact_iterations == out["n_exact"]
-    n_replayed = len(after["learning_rates"]) - out["first_iteration"]
-    assert report.n_exact_iterations + report.n_approximate_iterations == n_replayed
+    assert_report_counts(report, out)
     np.testing.assert_array_equal(after["exact"], out["exact"])
     for key in ("weights", "gradients", "final"):
         assert_rel_close(after[key], out[key], tol, f"{key} (Numba vs NumPy replay)")
@@ -432,3 +450,494 @@ def test_deltagrad_is_much_closer_to_the_retrain_than_the_old_model(kind, settin
     w_u = exact._cache.final
     ratio = np.linalg.norm(est._cache.final - w_u) / np.linalg.norm(w_old - w_u)
     assert ratio < 0.5
+
+
+# ------------------------- apply_change with sample weights, float32 and CSR rows
+N_OLD, N_NEW = 48, 5
+BATCH, EPOCHS = 8, 6
+
+# (loss, n_outputs, curvature, burn_in, exact_period, lbfgs_memory, hessian_rows)
+WEIGHTED_CASES = [
+    pytest.param(ref.SQUARED, 1, "lbfgs", 3, 4, 32, 0, id="squared-lbfgs"),
+    pytest.param(ref.BINARY_LOGISTIC, 1, "lbfgs", 3, 4, 32, 0, id="binary-lbfgs"),
+    pytest.param(ref.MULTINOMIAL, 3, "lbfgs", 2, 3, 2, 0, id="multinomial-lbfgs-m2"),
+    pytest.param(ref.SQUARED, 3, "hessian", 3, 4, 2, 3, id="squared-multi-hessian"),
+    pytest.param(ref.BINARY_LOGISTIC, 1, "hessian", 3, 4, 2, 3, id="binary-hessian"),
+    pytest.param(ref.MULTINOMIAL, 3, "hessian", 1, 6, 2, 64, id="multinomial-hessian"),
+    pytest.param(ref.SQUARED, 1, "gram", 1, 5, 2, 0, id="squared-gram"),
+    pytest.param(ref.SQUARED, 3, "gram", 3, 4, 2, 0, id="squared-multi-gram"),
+]
+# (weights, layout) of the rows given to apply_change.
+ROW_VARIANTS = [
+    pytest.param("unit", "dense64", id="unit-dense64"),
+    pytest.param("random", "dense64", id="random-dense64"),
+    pytest.param("random", "dense32", id="random-dense32"),
+    pytest.param("random", "csr", id="random-csr"),
+]
+
+
+def weighted_rows(loss, n_outputs, seed=0):
+    """``N_OLD + N_NEW`` rows (ids = positions), targets, and a model centred on the
+    means of the first ``N_OLD`` rows."""
+    X, Y, _, rng = sgd_problem(loss, n_outputs, n_samples=N_OLD + N_NEW, seed=seed)
+    model = LinearModel(loss, n_outputs, True, 0.05, X[:N_OLD].mean(axis=0))
+    return X, Y, model, rng
+
+
+def in_layout(X, layout):
+    """``(rows as apply_change takes them, the float64 matrix they stand for)``."""
+    if layout == "dense64":
+        return X, X
+    if layout == "dense32":
+        X32 = X.astype(np.float32)
+        return X32, X32.astype(np.float64)
+    matrix = sp.csr_matrix(X)
+    return matrix, matrix.toarray()
+
+
+def batch_of(schedule, t):
+    return schedule.batch_ids[schedule.batch_ptr[t] : schedule.batch_ptr[t + 1]]
+
+
+def weighted_request(loss, n_outputs, request, weights, seed=0):
+    """The rows, model, old schedule, change and weights of one request.
+
+    Random weights have zeros (also on a removed and on an added row), and are
+    arranged so that the replay meets a batch whose weight the change takes to
+    zero (a removal; ``marks["emptied"]``), or a batch of zero weight that gains
+    weight (an addition; ``marks["filled"]``).
+    """
+    X, Y, model, rng = weighted_rows(loss, n_outputs, seed)
+    schedule = make_schedule(N_OLD, BATCH, EPOCHS, 1.0, rng)
+    sole = batch_of(schedule, 8)[0]  # batch 8's only row of positive weight
+    if request == "remove":
+        change = remove_rows(schedule, np.unique([sole, 11, 26, 40]))
+    else:
+        change = add_rows(schedule, np.arange(N_OLD, N_OLD + N_NEW))
+    marks = {}
+    if weights == "unit":
+        sample_weight = np.ones(N_OLD + N_NEW)
+    else:
+        sample_weight = rng.uniform(0.05, 3.0, N_OLD + N_NEW)
+        sample_weight[[11, 30, N_OLD + 1]] = 0.0  # 11 is removed, 49 added
+        if request == "remove":
+            # Batch 8 keeps rows of zero weight only once its sole row of positive
+            # weight is removed.
+            marks["emptied"] = t = 8
+            sample_weight[batch_of(schedule, t)] = 0.0
+            sample_weight[sole] = 1.5
+        else:
+            # A batch of zero weight that gains an added row of positive weight.
+            gaining = [
+                t
+                for t in np.flatnonzero(np.diff(change.added_ptr) > 0)
+                if sample_weight[change.added_ids[change.added_ptr[t]]] > 0
+            ]
+            marks["filled"] = t = int(gaining[1])
+            new = batch_of(change.schedule, t)
+            sample_weight[new[new < N_OLD]] = 0.0
+        assert (sample_weight[:N_OLD] > 0).sum() > N_OLD // 2
+    return X, Y, model, schedule, change, sample_weight, marks
+
+
+def old_cache(X_in, Y, sample_weight, model, schedule):
+    """The cache of the SGD run on the old schedule (rows ``0..N_OLD-1``)."""
+    cache = TrainingCache.empty(schedule.n_iterations, model.n_params)
+    return run_sgd(
+        X_in[:N_OLD],
+        Y[:N_OLD],
+        sample_weight[:N_OLD],
+        model,
+        schedule.batch_ptr,
+        schedule.batch_ids,
+        schedule.learning_rates,
+        0,
+        cache,
+    )
+
+
+def set_learning_rate(schedule, X, model):
+    """A step of ``1 / curvature bound`` (the edited schedules share the array)."""
+    schedule.learning_rates[:] = 1.0 / ref.curvature_bound(X, model)
+
+
+def reference_replay(X, Y, ids, sample_weight, model, old, new, cache, settings):
+    """The NumPy replay of the change of schedule ``old`` to ``new`` on the rows
+    ``ids`` (``sample_weight`` None: unweighted)."""
+    return ref.deltagrad_replay(
+        X[ids],
+        Y[ids],
+        ids,
+        model,
+        (old.batch_ptr, old.batch_ids, old.learning_rates),
+        (new.batch_ptr, new.batch_ids, new.learning_rates),
+        cache["weights"],
+        cache["gradients"],
+        cache["exact"],
+        burn_in=settings["burn_in"],
+        exact_period=settings["exact_period"],
+        curvature=settings["curvature"],
+        lbfgs_memory=settings["lbfgs_memory"],
+        hessian_rows=settings["hessian_rows"],
+        sample_weight=None if sample_weight is None else sample_weight[ids],
+        curvature_bound=ref.curvature_bound(X[ids], model),
+    )
+
+
+def replay_settings(settings):
+    return ReplaySettings(
+        burn_in=settings["burn_in"],
+        exact_period=settings["exact_period"],
+        curvature=CURVATURE_CODES[settings["curvature"]],
+        lbfgs_memory=settings["lbfgs_memory"],
+        hessian_rows=settings["hessian_rows"],
+    )
+
+
+def cache_arrays(cache):
+    return {
+        "weights": cache.weights,
+        "gradients": cache.gradients,
+        "exact": cache.exact,
+    }
+
+
+def request_rows(request):
+    """Ids (= positions) of the rows a request hands to apply_change."""
+    return np.arange(N_OLD if request == "remove" else N_OLD + N_NEW)
+
+
+@pytest.mark.parametrize("weights, layout", ROW_VARIANTS)
+@pytest.mark.parametrize("request_kind", ["remove", "add"])
+@pytest.mark.parametrize(
+    "loss, n_outputs, curvature, burn_in, exact_period, lbfgs_memory, hessian_rows",
+    WEIGHTED_CASES,
+)
+def test_weighted_replay_matches_numpy_replay(
+    loss,
+    n_outputs,
+    curvature,
+    burn_in,
+    exact_period,
+    lbfgs_memory,
+    hessian_rows,
+    request_kind,
+    weights,
+    layout,
+):
+    settings = dict(
+        curvature=curvature,
+        burn_in=burn_in,
+        exact_period=exact_period,
+        lbfgs_memory=lbfgs_memory,
+        hessian_rows=hessian_rows,
+    )
+    X, Y, model, schedule, change, sample_weight, marks = weighted_request(
+        loss, n_outputs, request_kind, weights
+    )
+    X_in, X = in_layout(X, layout)
+    set_learning_rate(schedule, X, model)
+    before = old_cache(X_in, Y, sample_weight, model, schedule)
+    ids = request_rows(request_kind)
+    cache, report = apply_change(
+        X_in[ids],
+        Y[ids],
+        sample_weight[ids],
+        ids,
+        model,
+        change,
+        before,
+        "deltagrad",
+        replay_settings(settings),
+    )
+    out = reference_replay(
+        X,
+        Y,
+        ids,
+        None if weights == "unit" else sample_weight,
+        model,
+        schedule,
+        change.schedule,
+        cache_arrays(before),
+        settings,
+    )
+    assert report.method == "deltagrad"
+    assert_report_counts(report, out)
+    assert not cache.exact.all()  # the curvature model was used
+    np.testing.assert_array_equal(cache.exact, out["exact"])
+    for key in ("weights", "gradients", "final"):
+        assert_rel_close(getattr(cache, key), out[key], 1e-9, f"{key} vs NumPy")
+    assert rel_diff(cache.final, before.final) > 1e-6  # the request changed the model
+    if "emptied" in marks:
+        # The batch's remaining rows weigh 0: skipped, as by the retrain.
+        t = marks["emptied"]
+        assert batch_of(change.schedule, t).size > 0
+        np.testing.assert_array_equal(cache.gradients[t], 0.0)
+        np.testing.assert_array_equal(cache.weights[t + 1], cache.weights[t])
+        assert cache.exact[t]
+    if "filled" in marks:
+        # The old batch weighed 0 (and was skipped): no model of it, the iteration
+        # is exact.
+        t = marks["filled"]
+        np.testing.assert_array_equal(before.gradients[t], 0.0)
+        assert cache.exact[t]
+        assert np.abs(cache.gradients[t]).max() > 0
+    _, _, retrained = ref.exact_retrain(
+        X[ids],
+        Y[ids],
+        ids,
+        model,
+        change.schedule.batch_ptr,
+        change.schedule.batch_ids,
+        schedule.learning_rates,
+        sample_weight=sample_weight[ids],
+    )
+    if curvature == "gram":
+        # The Gram model is exact for the squared loss: the replay is the retrain.
+        assert_rel_close(cache.final, retrained, 1e-9, "gram replay vs retrain")
+    else:
+        # Far closer to the (weighted) retrain than the old model is.
+        distance = np.linalg.norm(cache.final - retrained)
+        assert distance < 0.5 * np.linalg.norm(before.final - retrained)
+
+
+@pytest.mark.parametrize("weights, layout", ROW_VARIANTS)
+@pytest.mark.parametrize("request_kind", ["remove", "add"])
+@pytest.mark.parametrize("loss, n_outputs", LOSS_KINDS)
+def test_weighted_exact_method_is_the_numpy_retrain(
+    loss, n_outputs, request_kind, weights, layout
+):
+    X, Y, model, schedule, change, sample_weight, marks = weighted_request(
+        loss, n_outputs, request_kind, weights
+    )
+    X_in, X = in_layout(X, layout)
+    set_learning_rate(schedule, X, model)
+    before = old_cache(X_in, Y, sample_weight, model, schedule)
+    ids = request_rows(request_kind)
+    settings = ReplaySettings(3, 4, CURVATURE_CODES["lbfgs"], 8, 16)
+    cache, report = apply_change(
+        X_in[ids],
+        Y[ids],
+        sample_weight[ids],
+        ids,
+        model,
+        change,
+        before,
+        "exact",
+        settings,
+    )
+    expected = ref.exact_retrain(
+        X[ids],
+        Y[ids],
+        ids,
+        model,
+        change.schedule.batch_ptr,
+        change.schedule.batch_ids,
+        schedule.learning_rates,
+        sample_weight=None if weights == "unit" else sample_weight[ids],
+    )
+    for key, wanted in zip(("weights", "gradients", "final"), expected, strict=True):
+        assert_rel_close(getattr(cache, key), wanted, 1e-10, f"{key} vs NumPy")
+    assert cache.exact.all()
+    assert report.method == "exact"
+    assert report.n_approximate_iterations == 0
+    assert report.n_exact_iterations == schedule.n_iterations - report.first_iteration
+    assert rel_diff(cache.final, before.final) > 1e-6
+    # The input cache is not modified.
+    np.testing.assert_array_equal(
+        before.final, old_cache(X_in, Y, sample_weight, model, schedule).final
+    )
+
+
+@pytest.mark.parametrize("curvature", ["lbfgs", "hessian", "gram"])
+@pytest.mark.parametrize("weights, layout", ROW_VARIANTS)
+@pytest.mark.parametrize("request_kind", ["remove", "add"])
+def test_weighted_replay_with_exact_period_one_is_the_exact_retrain(
+    request_kind, weights, layout, curvature
+):
+    loss, n_outputs = (ref.SQUARED, 2) if curvature == "gram" else (ref.MULTINOMIAL, 3)
+    X, Y, model, schedule, change, sample_weight, marks = weighted_request(
+        loss, n_outputs, request_kind, weights
+    )
+    X_in, X = in_layout(X, layout)
+    set_learning_rate(schedule, X, model)
+    before = old_cache(X_in, Y, sample_weight, model, schedule)
+    ids = request_rows(request_kind)
+    results = {}
+    for method in ("deltagrad", "exact"):
+        results[method] = apply_change(
+            X_in[ids],
+            Y[ids],
+            sample_weight[ids],
+            ids,
+            model,
+            change,
+            before,
+            method,
+            ReplaySettings(0, 1, CURVATURE_CODES[curvature], 4, 3),
+        )
+    (replayed, report), (retrained, exact_report) = results.values()
+    assert report.method == "deltagrad"
+    assert report.first_iteration == exact_report.first_iteration
+    # Every iteration exact (the report's count: see the test below).
+    assert replayed.exact.all() and retrained.exact.all()
+    assert report.drift == 0.0
+    for key in ("weights", "gradients", "final"):
+        assert_rel_close(
+            getattr(replayed, key), getattr(retrained, key), 1e-12, f"{key}"
+        )
+    _, _, final = ref.exact_retrain(
+        X[ids],
+        Y[ids],
+        ids,
+        model,
+        change.schedule.batch_ptr,
+        change.schedule.batch_ids,
+        schedule.learning_rates,
+        sample_weight=sample_weight[ids],
+    )
+    assert_rel_close(replayed.final, final, 1e-10, "final vs NumPy retrain")
+
+
+@pytest.mark.parametrize("layout", ["dense64", "dense32", "csr"])
+@pytest.mark.parametrize(
+    "loss, n_outputs, curvature, burn_in, exact_period, lbfgs_memory, hessian_rows",
+    [
+        pytest.param(ref.MULTINOMIAL, 3, "lbfgs", 2, 3, 4, 0, id="lbfgs"),
+        pytest.param(ref.BINARY_LOGISTIC, 1, "hessian", 3, 4, 2, 4, id="hessian"),
+        pytest.param(ref.SQUARED, 2, "gram", 1, 5, 2, 0, id="gram"),
+    ],
+)
+def test_weighted_sequence_of_requests_matches_numpy_replay(
+    loss,
+    n_outputs,
+    curvature,
+    burn_in,
+    exact_period,
+    lbfgs_memory,
+    hessian_rows,
+    layout,
+):
+    """Removals and additions in turn, each replayed from the cache (and Gram
+    matrices) the previous one left; rows of zero weight come and go."""
+    settings = dict(
+        curvature=curvature,
+        burn_in=burn_in,
+        exact_period=exact_period,
+        lbfgs_memory=lbfgs_memory,
+        hessian_rows=hessian_rows,
+    )
+    X, Y, model, rng = weighted_rows(loss, n_outputs, seed=3)
+    X_in, X = in_layout(X, layout)
+    sample_weight = rng.uniform(0.05, 3.0, X.shape[0])
+    sample_weight[[5, 17, N_OLD, N_OLD + 3]] = 0.0
+    schedule = make_schedule(N_OLD, BATCH, EPOCHS, 1.0, rng)
+    set_learning_rate(schedule, X, model)
+    cache = old_cache(X_in, Y, sample_weight, model, schedule)
+    live = np.arange(N_OLD)
+    chained = cache_arrays(cache)
+    requests = [
+        ("remove", [1, 5, 30]),  # 5 weighs 0
+        ("add", [48, 49, 50]),  # 48 weighs 0
+        ("remove", [49, 12, 48]),
+        ("add", [51, 52]),  # 51 weighs 0
+        ("remove", [44]),
+    ]
+    for kind, which in requests:
+        if kind == "remove":
+            change = remove_rows(schedule, np.array(which))
+            ids = live
+            live = np.setdiff1d(live, which)
+        else:
+            change = add_rows(schedule, np.array(which))
+            live = np.union1d(live, which)
+            ids = live
+        cache, report = apply_change(
+            X_in[ids],
+            Y[ids],
+            sample_weight[ids],
+            ids,
+            model,
+            change,
+            cache,
+            "deltagrad",
+            replay_settings(settings),
+        )
+        out = reference_replay(
+            X,
+            Y,
+            ids,
+            sample_weight,
+            model,
+            schedule,
+            change.schedule,
+            chained,
+            settings,
+        )
+        assert_report_counts(report, out)
+        assert not cache.exact[out["first_iteration"] :].all()
+        np.testing.assert_array_equal(cache.exact, out["exact"])
+        for key in ("weights", "gradients", "final"):
+            assert_rel_close(getattr(cache, key), out[key], 1e-9, f"{key} vs NumPy")
+        chained = out
+        schedule = change.schedule
+    assert np.array_equal(np.unique(schedule.batch_ids), live)
+    if curvature == "gram":
+        # The Gram matrices follow the batches: rebuilt from scratch they agree.
+        fresh = np.empty_like(cache.grams)
+        positions = np.searchsorted(live, schedule.batch_ids)
+        rows_in = X_in[live]
+        if sp.issparse(rows_in):
+            rows_in = cpu.as_kernel_rows(rows_in)
+        batch_grams(
+            rows_in,
+            sample_weight[live],
+            schedule.batch_ptr,
+            positions,
+            model.offset,
+            True,
+            fresh,
+        )
+        assert_rel_close(cache.grams, fresh, 1e-10, "Gram matrices")
+        _, _, final = ref.exact_retrain(
+            X[live],
+            Y[live],
+            live,
+            model,
+            schedule.batch_ptr,
+            schedule.batch_ids,
+            schedule.learning_rates,
+            sample_weight=sample_weight[live],
+        )
+        assert_rel_close(cache.final, final, 1e-9, "gram replay vs retrain")
+
+
+@pytest.mark.parametrize("weights", ["unit", "random"])
+def test_skipped_iterations_are_not_reported_as_approximate(weights):
+    """``n_approximate_iterations`` counts "iterations whose gradient came from the
+    curvature model" (ReplayReport). With ``exact_period=1`` there are none, also
+    when the request leaves a batch without weight (all its rows removed, or its
+    remaining rows of zero weight), which the replay skips."""
+    X, Y, model, schedule, change, sample_weight, _ = weighted_request(
+        ref.SQUARED, 1, "remove", weights
+    )
+    if weights == "unit":
+        # Remove every row of batch 8.
+        change = remove_rows(schedule, batch_of(schedule, 8))
+    set_learning_rate(schedule, X, model)
+    before = old_cache(X, Y, sample_weight, model, schedule)
+    ids = request_rows("remove")
+    cache, report = apply_change(
+        X[ids],
+        Y[ids],
+        sample_weight[ids],
+        ids,
+        model,
+        change,
+        before,
+        "deltagrad",
+        ReplaySettings(0, 1, CURVATURE_CODES["lbfgs"], 4, 3),
+    )
+    assert cache.exact.all()
+    np.testing.assert_array_equal(cache.gradients[8], 0.0)  # skipped
+    assert report.n_approximate_iterations == 0

@@ -5,24 +5,45 @@ Parameters are a flat float64 vector ``w`` of length ``(n_features + fit_interce
 block, followed by the ``n_outputs`` intercepts when ``fit_intercept``. Targets are a
 float64 ``(n_samples, n_target_columns)`` array: the regression targets for the squared
 loss, 0/1 for the binary logistic loss, the class index for the multinomial loss.
+``sample_weight`` holds one float64 weight per row; sums over rows are weighted.
+
+Rows ``X`` are a dense C-contiguous float64 or float32 array, or a :class:`CSRRows`
+(the arrays of a CSR matrix, never densified). The few row primitives that touch
+``X`` (``linear_outputs``, ``add_outer``, ...) are compiled for either layout; every
+other kernel is written once on top of them.
 
 The model is parametrised around fixed feature means ``offset`` (zeros without an
 intercept): the outputs are ``(x - offset) W + b``. This is the same model with
 intercept ``b - offset W``, the same objective (the intercept is not penalised), but
-far better conditioned for SGD. ``offset`` is fixed at ``fit`` and never changes.
+far better conditioned for SGD. ``offset`` is fixed at ``fit`` and never changes;
+it is applied through the outputs' shift, so sparse rows stay sparse.
 
-Kernels *add* sums over the given rows into ``out``; callers divide by batch sizes.
-They never skip or reorder rows, so results are deterministic.
+Kernels *add* sums over the given rows into ``out``; callers divide by the batches'
+weight sums. They never skip or reorder rows, so results are deterministic.
 """
 
+import inspect
 import math
+from collections import namedtuple
 
 import numpy as np
-from numba import njit
+import scipy.sparse as sp
+from numba import njit, types
+from numba.extending import overload
 
 SQUARED = 0
 BINARY_LOGISTIC = 1
 MULTINOMIAL = 2
+
+CSRRows = namedtuple("CSRRows", ["data", "indices", "indptr"])
+CSRRows.__doc__ = "The arrays of a CSR matrix, as the kernels read sparse rows."
+
+
+def as_kernel_rows(X):
+    """``X`` as the kernels take it: the array itself, or the CSR matrix's arrays."""
+    if sp.issparse(X):
+        return CSRRows(X.data, X.indices, X.indptr)
+    return X
 
 
 @njit(cache=True)
@@ -38,13 +59,43 @@ def output_shift(w, offset, n_outputs, fit_intercept, shift):
                 shift[k] -= mj * w[j * n_outputs + k]
 
 
-@njit(cache=True)
 def linear_outputs(X, i, w, shift, n_outputs, z):
     """Write the outputs ``z = x_i W + shift`` of row ``i`` into ``z``."""
-    n_features = X.shape[1]
+    raise TypeError(_COMPILED_ONLY)
+
+
+def paired_linear_outputs(X, i, w, v, shift_w, shift_v, n_outputs, z, u):
+    """Outputs of row ``i`` for two parameter vectors in one pass over the row."""
+    raise TypeError(_COMPILED_ONLY)
+
+
+def add_outer(X, i, r, n_outputs, out):
+    """``out[:p K] += x_i (outer) r`` in the flat parameter layout."""
+    raise TypeError(_COMPILED_ONLY)
+
+
+def row_dot(X, i, w):
+    """``x_i . w[:p]`` (single-output models)."""
+    raise TypeError(_COMPILED_ONLY)
+
+
+def add_scaled_row(X, i, a, out):
+    """``out[:p] += a x_i`` (single-output models)."""
+    raise TypeError(_COMPILED_ONLY)
+
+
+def row_into(X, i, out):
+    """Write row ``i`` densely into ``out`` (of length ``p``)."""
+    raise TypeError(_COMPILED_ONLY)
+
+
+_COMPILED_ONLY = "row primitives are compiled into the kernels, not called from Python"
+
+
+def _dense_linear_outputs(X, i, w, shift, n_outputs, z):
     for k in range(n_outputs):
         z[k] = shift[k]
-    for j in range(n_features):
+    for j in range(X.shape[1]):
         xij = X[i, j]
         if xij != 0.0:
             base = j * n_outputs
@@ -52,20 +103,114 @@ def linear_outputs(X, i, w, shift, n_outputs, z):
                 z[k] += xij * w[base + k]
 
 
-@njit(cache=True)
-def paired_linear_outputs(X, i, w, v, shift_w, shift_v, n_outputs, z, u):
-    """Outputs of row ``i`` for two parameter vectors in one pass over the row."""
-    n_features = X.shape[1]
+def _csr_linear_outputs(X, i, w, shift, n_outputs, z):
+    for k in range(n_outputs):
+        z[k] = shift[k]
+    for e in range(X.indptr[i], X.indptr[i + 1]):
+        xij = X.data[e]
+        base = X.indices[e] * n_outputs
+        for k in range(n_outputs):
+            z[k] += xij * w[base + k]
+
+
+def _dense_paired_linear_outputs(X, i, w, v, shift_w, shift_v, n_outputs, z, u):
     for k in range(n_outputs):
         z[k] = shift_w[k]
         u[k] = shift_v[k]
-    for j in range(n_features):
+    for j in range(X.shape[1]):
         xij = X[i, j]
         if xij != 0.0:
             base = j * n_outputs
             for k in range(n_outputs):
                 z[k] += xij * w[base + k]
                 u[k] += xij * v[base + k]
+
+
+def _csr_paired_linear_outputs(X, i, w, v, shift_w, shift_v, n_outputs, z, u):
+    for k in range(n_outputs):
+        z[k] = shift_w[k]
+        u[k] = shift_v[k]
+    for e in range(X.indptr[i], X.indptr[i + 1]):
+        xij = X.data[e]
+        base = X.indices[e] * n_outputs
+        for k in range(n_outputs):
+            z[k] += xij * w[base + k]
+            u[k] += xij * v[base + k]
+
+
+def _dense_add_outer(X, i, r, n_outputs, out):
+    for j in range(X.shape[1]):
+        xij = X[i, j]
+        if xij != 0.0:
+            base = j * n_outputs
+            for k in range(n_outputs):
+                out[base + k] += xij * r[k]
+
+
+def _csr_add_outer(X, i, r, n_outputs, out):
+    for e in range(X.indptr[i], X.indptr[i + 1]):
+        xij = X.data[e]
+        base = X.indices[e] * n_outputs
+        for k in range(n_outputs):
+            out[base + k] += xij * r[k]
+
+
+def _dense_row_dot(X, i, w):
+    # Branch-free, so that the compiler can vectorise it.
+    total = 0.0
+    for j in range(X.shape[1]):
+        total += X[i, j] * w[j]
+    return total
+
+
+def _csr_row_dot(X, i, w):
+    total = 0.0
+    for e in range(X.indptr[i], X.indptr[i + 1]):
+        total += X.data[e] * w[X.indices[e]]
+    return total
+
+
+def _dense_add_scaled_row(X, i, a, out):
+    for j in range(X.shape[1]):
+        out[j] += X[i, j] * a
+
+
+def _csr_add_scaled_row(X, i, a, out):
+    for e in range(X.indptr[i], X.indptr[i + 1]):
+        out[X.indices[e]] += X.data[e] * a
+
+
+def _dense_row_into(X, i, out):
+    for j in range(out.shape[0]):
+        out[j] = X[i, j]
+
+
+def _csr_row_into(X, i, out):
+    for j in range(out.shape[0]):
+        out[j] = 0.0
+    for e in range(X.indptr[i], X.indptr[i + 1]):
+        out[X.indices[e]] += X.data[e]
+
+
+def _register_row_primitive(primitive, dense, csr):
+    """Compile ``primitive`` as ``dense`` for 2-D arrays and ``csr`` for CSRRows."""
+
+    def select(X, *args):
+        return dense if isinstance(X, types.Array) else csr
+
+    select.__signature__ = inspect.signature(primitive)
+    overload(primitive, jit_options={"cache": True})(select)
+
+
+for _primitive, _dense, _csr in [
+    (linear_outputs, _dense_linear_outputs, _csr_linear_outputs),
+    (paired_linear_outputs, _dense_paired_linear_outputs, _csr_paired_linear_outputs),
+    (add_outer, _dense_add_outer, _csr_add_outer),
+    (row_dot, _dense_row_dot, _csr_row_dot),
+    (add_scaled_row, _dense_add_scaled_row, _csr_add_scaled_row),
+    (row_into, _dense_row_into, _csr_row_into),
+]:
+    _register_row_primitive(_primitive, _dense, _csr)
 
 
 @njit(cache=True)
@@ -124,18 +269,6 @@ def loss_curvature_product(loss, z, u, out):
 
 
 @njit(cache=True)
-def add_outer(X, i, r, n_outputs, out):
-    """``out[:p K] += x_i (outer) r`` in the flat parameter layout."""
-    n_features = X.shape[1]
-    for j in range(n_features):
-        xij = X[i, j]
-        if xij != 0.0:
-            base = j * n_outputs
-            for k in range(n_outputs):
-                out[base + k] += xij * r[k]
-
-
-@njit(cache=True)
 def add_centered_totals(total, offset, n_outputs, fit_intercept, out):
     """Finish a sum of ``(x_i - offset, 1) (outer) r_i`` from ``total = sum_i r_i``."""
     n_features = offset.shape[0]
@@ -150,41 +283,49 @@ def add_centered_totals(total, offset, n_outputs, fit_intercept, out):
 
 
 @njit(cache=True)
-def gradient_sum(X, Y, rows, w, offset, loss, n_outputs, fit_intercept, out):
-    """Add the sum over ``rows`` of the per-row loss gradients at ``w`` to ``out``."""
+def weight_sum(sample_weight, rows):
+    """The total weight of ``rows`` (summed in order, so that it is reproducible)."""
+    total = 0.0
+    for idx in range(rows.shape[0]):
+        total += sample_weight[rows[idx]]
+    return total
+
+
+@njit(cache=True)
+def gradient_sum(
+    X, Y, sample_weight, rows, w, offset, loss, n_outputs, fit_intercept, out
+):
+    """Add the weighted sum over ``rows`` of the loss gradients at ``w`` to ``out``."""
     shift = np.empty(n_outputs)
     z = np.empty(n_outputs)
     r = np.empty(n_outputs)
     total = np.zeros(n_outputs)
     output_shift(w, offset, n_outputs, fit_intercept, shift)
     if n_outputs == 1:
-        # One output (binary logistic, single-target ridge): branch-free dot
-        # products that the compiler can vectorise.
-        n_features = X.shape[1]
+        # One output (binary logistic, single-target ridge): no loop over outputs.
         for idx in range(rows.shape[0]):
             i = rows[idx]
-            zi = shift[0]
-            for j in range(n_features):
-                zi += X[i, j] * w[j]
-            z[0] = zi
+            z[0] = shift[0] + row_dot(X, i, w)
             loss_residual(loss, z, Y[i], r)
-            ri = r[0]
-            for j in range(n_features):
-                out[j] += X[i, j] * ri
+            ri = r[0] * sample_weight[i]
+            add_scaled_row(X, i, ri, out)
             total[0] += ri
     else:
         for idx in range(rows.shape[0]):
             i = rows[idx]
             linear_outputs(X, i, w, shift, n_outputs, z)
             loss_residual(loss, z, Y[i], r)
+            r *= sample_weight[i]
             add_outer(X, i, r, n_outputs, out)
             total += r
     add_centered_totals(total, offset, n_outputs, fit_intercept, out)
 
 
 @njit(cache=True)
-def hessian_vector_sum(X, Y, rows, w, v, offset, loss, n_outputs, fit_intercept, out):
-    """Add the sum over ``rows`` of the per-row loss Hessians at ``w`` times ``v``."""
+def hessian_vector_sum(
+    X, Y, sample_weight, rows, w, v, offset, loss, n_outputs, fit_intercept, out
+):
+    """Add the weighted sum over ``rows`` of the loss Hessians at ``w`` times ``v``."""
     shift_w = np.empty(n_outputs)
     shift_v = np.empty(n_outputs)
     z = np.empty(n_outputs)
@@ -197,6 +338,7 @@ def hessian_vector_sum(X, Y, rows, w, v, offset, loss, n_outputs, fit_intercept,
         i = rows[idx]
         paired_linear_outputs(X, i, w, v, shift_w, shift_v, n_outputs, z, u)
         loss_curvature_product(loss, z, u, hu)
+        hu *= sample_weight[i]
         add_outer(X, i, hu, n_outputs, out)
         total += hu
     add_centered_totals(total, offset, n_outputs, fit_intercept, out)
