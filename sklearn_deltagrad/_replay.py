@@ -141,6 +141,8 @@ def replay_iterations(
     w = weights[t_start].copy()
     pairs_s = np.zeros((lbfgs_memory, n_params))
     pairs_y = np.zeros((lbfgs_memory, n_params))
+    pairs_sy = np.zeros((lbfgs_memory, lbfgs_memory))
+    pairs_ss = np.zeros((lbfgs_memory, lbfgs_memory))
     middle_inv = np.zeros((2 * lbfgs_memory, 2 * lbfgs_memory))
     n_pairs = 0
     first_pair = 0
@@ -162,33 +164,37 @@ def replay_iterations(
         added_t = added_rows[added_ptr[t] : added_ptr[t + 1]]
         b_old = old_weights[t]
         b_new = weight_sum(sample_weight, new_rows[lo:hi])
-        step[:] = w - weights[t]
+        for i in range(n_params):
+            step[i] = w[i] - weights[t, i]
         removed_sum[:] = 0.0
         added_sum[:] = 0.0
-        gradient_sum(
-            X,
-            Y,
-            sample_weight,
-            removed_t,
-            w,
-            offset,
-            loss,
-            n_outputs,
-            fit_intercept,
-            removed_sum,
-        )
-        gradient_sum(
-            X,
-            Y,
-            sample_weight,
-            added_t,
-            w,
-            offset,
-            loss,
-            n_outputs,
-            fit_intercept,
-            added_sum,
-        )
+        # Most batches lose or gain no row: skip the O(d) work of an empty sum.
+        if removed_t.shape[0] > 0:
+            gradient_sum(
+                X,
+                Y,
+                sample_weight,
+                removed_t,
+                w,
+                offset,
+                loss,
+                n_outputs,
+                fit_intercept,
+                removed_sum,
+            )
+        if added_t.shape[0] > 0:
+            gradient_sum(
+                X,
+                Y,
+                sample_weight,
+                added_t,
+                w,
+                offset,
+                loss,
+                n_outputs,
+                fit_intercept,
+                added_sum,
+            )
 
         scheduled = t < burn_in or (t - burn_in) % exact_period == 0
         usable = curvature != LBFGS or first_pair < n_pairs
@@ -227,7 +233,8 @@ def replay_iterations(
                 kept_weight = weight_sum(sample_weight, new_rows[lo : lo + n_kept])
                 # The Hessian at the midpoint of w_t and w' makes the secant
                 # g(w') - g(w_t) exact to third order.
-                midpoint[:] = weights[t] + 0.5 * step
+                for i in range(n_params):
+                    midpoint[i] = weights[t, i] + 0.5 * step[i]
                 subsampled_hessian_product(
                     X,
                     Y,
@@ -249,12 +256,13 @@ def replay_iterations(
             limit = curvature_bound * np.sqrt(np.dot(step, step))
             approximate = approximate and np.dot(estimate, estimate) <= limit * limit
             # The model's loss-only gradient of the original batch at w.
-            estimate += gradients[t]
-            add_penalty(weights[t], alpha, n_penalized, estimate)
-            add_penalty(w, -alpha, n_penalized, estimate)
+            _shift_to_loss_gradient(
+                estimate, gradients[t], weights[t], w, alpha, n_penalized
+            )
         if approximate:
             # Loss-only sum over the new batch: old batch, minus removed, plus added.
-            new_sum[:] = b_old * estimate - removed_sum + added_sum
+            for i in range(n_params):
+                new_sum[i] = b_old * estimate[i] - removed_sum[i] + added_sum[i]
             exact[t] = False
             move = learning_rates[t] * b_old / b_new
             exposure += move * move
@@ -287,19 +295,51 @@ def replay_iterations(
                 pair_y = (new_sum - added_sum + removed_sum) / b_old - gradients[t]
                 add_penalty(step, alpha, n_penalized, pair_y)
                 n_pairs, accepted = lbfgs_push_pair(
-                    pairs_s, pairs_y, n_pairs, step, pair_y
+                    pairs_s, pairs_y, pairs_sy, pairs_ss, n_pairs, step, pair_y
                 )
                 if accepted:
                     first_pair, sigma = lbfgs_factorize(
-                        pairs_s, pairs_y, n_pairs, alpha, middle_inv
+                        pairs_sy, pairs_ss, n_pairs, alpha, middle_inv
                     )
             exact[t] = True
-        new_sum /= b_new
-        weights[t] = w
-        gradients[t] = new_sum
-        add_penalty(w, alpha, n_penalized, new_sum)
-        w -= learning_rates[t] * new_sum
+        _record_and_step(
+            w,
+            new_sum,
+            b_new,
+            learning_rates[t],
+            alpha,
+            n_penalized,
+            weights[t],
+            gradients[t],
+        )
     return w, n_exact, residual_sum, n_checks, exposure
+
+
+@njit(cache=True)
+def _shift_to_loss_gradient(estimate, cached_gradient, w_old, w, alpha, n_penalized):
+    """``estimate = B s + g_t + alpha P w_t - alpha P w``, in one pass: the
+    modelled loss-only gradient of the original batch at ``w``."""
+    for i in range(estimate.shape[0]):
+        value = estimate[i] + cached_gradient[i]
+        if i < n_penalized:
+            value += alpha * w_old[i]
+            value += -alpha * w[i]
+        estimate[i] = value
+
+
+@njit(cache=True)
+def _record_and_step(
+    w, batch_sum, batch_weight, learning_rate, alpha, n_penalized, w_row, g_row
+):
+    """Cache ``w`` and the batch's mean loss gradient, then take the SGD step with
+    the penalty, in one pass over the parameters."""
+    for i in range(w.shape[0]):
+        gradient = batch_sum[i] / batch_weight
+        w_row[i] = w[i]
+        g_row[i] = gradient
+        if i < n_penalized:
+            gradient += alpha * w[i]
+        w[i] -= learning_rate * gradient
 
 
 def _position_lookup(row_ids):

@@ -377,35 +377,50 @@ def curvature_pairs(d, n_pairs, seed=0):
     return pairs, rng
 
 
+def empty_memory(memory, d):
+    """The L-BFGS state: pairs ``S``, ``Y`` and their inner products."""
+    return (
+        np.zeros((memory, d)),
+        np.zeros((memory, d)),
+        np.zeros((memory, memory)),
+        np.zeros((memory, memory)),
+    )
+
+
 def push_all(pairs, memory, d):
-    S = np.zeros((memory, d))
-    Yp = np.zeros((memory, d))
+    S, Yp, SY, SS = empty_memory(memory, d)
     n = 0
     for s, y in pairs:
-        n, _ = lbfgs_push_pair(S, Yp, n, s, y)
-    return S, Yp, n
+        n, _ = lbfgs_push_pair(S, Yp, SY, SS, n, s, y)
+    return S, Yp, SY, SS, n
 
 
 def test_lbfgs_push_pair_keeps_the_newest_usable_pairs():
     d, memory = 7, 3
     pairs, rng = curvature_pairs(d, 5)
-    S, Yp, n = push_all(pairs, memory, d)
+    S, Yp, SY, SS, n = push_all(pairs, memory, d)
     assert n == memory
     np.testing.assert_array_equal(S, np.array([s for s, _ in pairs[-3:]]))
     np.testing.assert_array_equal(Yp, np.array([y for _, y in pairs[-3:]]))
+    # The inner products follow the pairs through the shifts.
+    np.testing.assert_allclose(SY, S @ Yp.T, rtol=1e-13)
+    np.testing.assert_allclose(SS, S @ S.T, rtol=1e-13)
     # Rejected: a tiny step, and a pair of non-positive curvature.
     tiny = np.full(d, 1e-17)
     for s, y in [(tiny, tiny), (pairs[0][0], -pairs[0][1]), (pairs[0][0], 0 * tiny)]:
-        S2, Y2 = S.copy(), Yp.copy()
-        assert lbfgs_push_pair(S2, Y2, n, s, y) == (n, False)
-        np.testing.assert_array_equal(S2, S)
-        np.testing.assert_array_equal(Y2, Yp)
+        state = tuple(a.copy() for a in (S, Yp, SY, SS))
+        assert lbfgs_push_pair(*state, n, s, y) == (n, False)
+        for after, before in zip(state, (S, Yp, SY, SS), strict=True):
+            np.testing.assert_array_equal(after, before)
     # Not full: appended.
-    S3, Y3 = np.zeros((memory, d)), np.zeros((memory, d))
-    assert lbfgs_push_pair(S3, Y3, 0, *pairs[0]) == (1, True)
-    # Full: the oldest is dropped, the count stays, and the pair is accepted.
-    assert lbfgs_push_pair(S.copy(), Yp.copy(), n, *pairs[0]) == (n, True)
+    S3, Y3, SY3, SS3 = empty_memory(memory, d)
+    assert lbfgs_push_pair(S3, Y3, SY3, SS3, 0, *pairs[0]) == (1, True)
     np.testing.assert_array_equal(S3[0], pairs[0][0])
+    assert SY3[0, 0] == pytest.approx(pairs[0][0] @ pairs[0][1], rel=1e-14)
+    # Full: the oldest is dropped, the count stays, and the pair is accepted.
+    state = tuple(a.copy() for a in (S, Yp, SY, SS))
+    assert lbfgs_push_pair(*state, n, *pairs[0]) == (n, True)
+    np.testing.assert_allclose(state[2], state[0] @ state[1].T, rtol=1e-13)
 
 
 @pytest.mark.parametrize("n_pairs", [1, 2, 4])
@@ -413,9 +428,9 @@ def test_lbfgs_push_pair_keeps_the_newest_usable_pairs():
 def test_lbfgs_product_matches_dense_bfgs_matrix(n_pairs, alpha):
     d, memory = 9, 4
     pairs, rng = curvature_pairs(d, n_pairs, seed=n_pairs)
-    S, Yp, n = push_all(pairs, memory, d)
+    S, Yp, SY, SS, n = push_all(pairs, memory, d)
     middle_inv = np.zeros((2 * memory, 2 * memory))
-    first, sigma = lbfgs_factorize(S, Yp, n, alpha, middle_inv)
+    first, sigma = lbfgs_factorize(SY, SS, n, alpha, middle_inv)
     ref_first, ref_sigma, B = ref.lbfgs_model(pairs, alpha)
     assert (first, n) == (ref_first, n_pairs) == (0, n_pairs)
     assert sigma == pytest.approx(ref_sigma, rel=1e-14)
@@ -442,20 +457,20 @@ def test_lbfgs_product_matches_dense_bfgs_matrix(n_pairs, alpha):
 def test_lbfgs_factorize_floors_sigma():
     d = 5
     pairs, _ = curvature_pairs(d, 2)
-    S, Yp, n = push_all(pairs, 2, d)
+    _, _, SY, SS, n = push_all(pairs, 2, d)
     middle_inv = np.zeros((4, 4))
     newest = pairs[-1][1] @ pairs[-1][0] / (pairs[-1][0] @ pairs[-1][0])
     big_alpha = 10 * newest
-    _, sigma = lbfgs_factorize(S, Yp, n, big_alpha, middle_inv)
+    _, sigma = lbfgs_factorize(SY, SS, n, big_alpha, middle_inv)
     assert sigma == big_alpha
     # A pair of tiny curvature: sigma floored at 1e-8 even without alpha.
     s = pairs[0][0]
-    S1, Y1, n1 = push_all([(s, 1e-9 * s / (s @ s))], 1, d)
-    _, sigma = lbfgs_factorize(S1, Y1, n1, 0.0, middle_inv)
+    _, _, SY1, SS1, n1 = push_all([(s, 1e-9 * s / (s @ s))], 1, d)
+    _, sigma = lbfgs_factorize(SY1, SS1, n1, 0.0, middle_inv)
     assert sigma == pytest.approx(1e-8)
     assert ref.lbfgs_model([(s, 1e-9 * s / (s @ s))], 0.0)[1] == pytest.approx(1e-8)
     # No pairs at all.
-    assert lbfgs_factorize(np.zeros((2, d)), np.zeros((2, d)), 0, 0.0, middle_inv) == (
+    assert lbfgs_factorize(np.zeros((2, 2)), np.zeros((2, 2)), 0, 0.0, middle_inv) == (
         0,
         1.0,
     )
@@ -469,12 +484,12 @@ def test_lbfgs_factorize_drops_oldest_pairs_when_ill_conditioned():
     # up: two of three pairs) is dropped, leaving the newest pair.
     s0, y0 = pairs[0]
     pairs[0] = (1e-7 * s0, 1e-7 * y0)
-    S, Yp, n = push_all(pairs, 3, d)
+    S, Yp, SY, SS, n = push_all(pairs, 3, d)
     assert n == 3
     sigma = ref.lbfgs_sigma(pairs, 0.0)
     assert np.linalg.cond(ref.lbfgs_middle(pairs, sigma)) > 1e12
     middle_inv = np.zeros((6, 6))
-    first, sigma = lbfgs_factorize(S, Yp, n, 0.0, middle_inv)
+    first, sigma = lbfgs_factorize(SY, SS, n, 0.0, middle_inv)
     ref_first, ref_sigma, B = ref.lbfgs_model(pairs, 0.0)
     assert first == ref_first == 2
     out = np.empty(d)
