@@ -229,7 +229,7 @@ def add_gram_rows(X, sample_weight, rows, offset, fit_intercept, sign, gram):
                     gram[j, k] += aj * a[k]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def batch_grams(X, sample_weight, batch_ptr, batch_rows, offset, fit_intercept, grams):
     """The Gram matrix of every batch of a schedule, into ``grams`` (T, q, q)."""
     for t in range(grams.shape[0]):
@@ -238,7 +238,7 @@ def batch_grams(X, sample_weight, batch_ptr, batch_rows, offset, fit_intercept, 
         add_gram_rows(X, sample_weight, rows, offset, fit_intercept, 1.0, grams[t])
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def update_grams(
     X,
     sample_weight,

@@ -94,7 +94,7 @@ class ReplayReport:
     mean_residual: float = 0.0
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def replay_iterations(
     X,
     Y,

@@ -210,7 +210,8 @@ def auto_learning_rate(
     return 1.0 / (smoothness + model.alpha)
 
 
-@njit(cache=True)
+# nogil: threads (joblib "threading", dask workers) can run fits side by side.
+@njit(cache=True, nogil=True)
 def sgd_iterations(
     X,
     Y,

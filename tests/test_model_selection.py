@@ -195,3 +195,28 @@ def test_cross_validate_estimators_from_workers_still_unlearn(kind, workers):
         assert [u.method for u in remote.update_log_] == ["deltagrad"] * 3
         assert remote.update_log_[0].n_approximate_iterations > 0
         assert not np.array_equal(coef, remote.coef_)
+
+
+# ------------------------------------------------------------------- threads
+@pytest.mark.parametrize("kind", KINDS)
+def test_threads_give_the_sequential_results(kind):
+    """The compiled loops release the GIL (``nogil``): fits and requests running in
+    threads side by side stay deterministic and independent."""
+    est, X, y = problem(kind)
+    grid = {"alpha": [1e-4, 3e-2], "batch_size": [32, 64]}
+    options = dict(scoring=scoring(kind), refit="score", cv=CV)
+    sequential = GridSearchCV(est, grid, n_jobs=1, **options).fit(X, y)
+    with joblib.parallel_backend("threading", n_jobs=2):
+        threaded = GridSearchCV(est, grid, **options).fit(X, y)
+    for name in ["mean_test_score", "rank_test_score"]:
+        assert_array_equal(threaded.cv_results_[name], sequential.cv_results_[name])
+    models = [clone(est).set_params(random_state=seed) for seed in range(4)]
+
+    def fit_and_unfit(model):
+        return model.fit(X, y).partial_unfit(indices=[1, 2, 3])
+
+    threaded_models = joblib.Parallel(n_jobs=4, backend="threading")(
+        joblib.delayed(fit_and_unfit)(clone(model)) for model in models
+    )
+    for model, twin in zip(threaded_models, models, strict=True):
+        assert_same_model(model, fit_and_unfit(twin))
