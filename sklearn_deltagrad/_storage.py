@@ -153,7 +153,7 @@ def load_state(storage_dir, *, mmap_mode="r"):
     """
     if mmap_mode not in ("r", "c", None):
         raise ValueError(f"mmap_mode must be 'r', 'c' or None, got {mmap_mode!r}.")
-    from ._estimators import _BaseDeltaGrad
+    from ._base import _BaseDeltaGrad
 
     path = current_state_path(storage_dir)
     estimator = joblib.load(path, mmap_mode=mmap_mode)

@@ -17,8 +17,11 @@ import pytest
 from sklearn.datasets import make_classification, make_regression
 
 import sklearn_deltagrad
-from sklearn_deltagrad import DeltaGradLogisticRegression, DeltaGradRidge
-from sklearn_deltagrad._estimators import InconsistentDeltaGradVersionWarning
+from sklearn_deltagrad import (
+    DeltaGradLogisticRegression,
+    DeltaGradRidge,
+    InconsistentDeltaGradVersionWarning,
+)
 
 from .test_bad_input import NAMED_STATE, _assert_same, _lookup, assert_unchanged
 

@@ -14,10 +14,13 @@ from numpy.testing import assert_allclose, assert_array_equal
 from sklearn.datasets import make_classification, make_regression
 from sklearn.utils._param_validation import InvalidParameterError
 
-import sklearn_deltagrad._estimators as estimators_module
+import sklearn_deltagrad._base as base_module
 import sklearn_deltagrad._replay as replay_module
-from sklearn_deltagrad import DeltaGradLogisticRegression, DeltaGradRidge
-from sklearn_deltagrad._estimators import CacheTooLargeError
+from sklearn_deltagrad import (
+    CacheTooLargeError,
+    DeltaGradLogisticRegression,
+    DeltaGradRidge,
+)
 from sklearn_deltagrad._replay import ReplayReport
 from sklearn_deltagrad._rows import PendingRemoval
 from sklearn_deltagrad._training import LinearModel
@@ -71,9 +74,9 @@ def _after(original, error):
 
 # Where to inject: (name, target object, attribute, wrapper(original, error)).
 INJECTIONS = [
-    ("remove_rows", estimators_module, "remove_rows", lambda o, e: _raiser(e)),
-    ("add_rows", estimators_module, "add_rows", lambda o, e: _raiser(e)),
-    ("apply_change", estimators_module, "apply_change", lambda o, e: _raiser(e)),
+    ("remove_rows", base_module, "remove_rows", lambda o, e: _raiser(e)),
+    ("add_rows", base_module, "add_rows", lambda o, e: _raiser(e)),
+    ("apply_change", base_module, "apply_change", lambda o, e: _raiser(e)),
     ("before-replay", replay_module, "replay_iterations", lambda o, e: _raiser(e)),
     ("after-replay", replay_module, "replay_iterations", _after),
     ("after-exact-retrain", replay_module, "run_sgd", _after),
@@ -178,7 +181,7 @@ def test_request_interrupted_at_random_lines_is_atomic(kind, error):
 def test_failed_fit_leaves_a_fitted_estimator_unchanged(kind, monkeypatch):
     est, X, y = fitted(kind)
     before = snapshot(est)
-    monkeypatch.setattr(estimators_module, "run_sgd", _raiser(KeyboardInterrupt))
+    monkeypatch.setattr(base_module, "run_sgd", _raiser(KeyboardInterrupt))
     with pytest.raises(KeyboardInterrupt):
         est.fit(X[:50] * 2, y[:50])
     assert_unchanged(est, before)
@@ -189,7 +192,7 @@ def test_failed_fit_leaves_a_fitted_estimator_unchanged(kind, monkeypatch):
 def test_failed_first_fit_leaves_the_estimator_unfitted(monkeypatch):
     X, y = make_classification(n_samples=60, n_features=4, random_state=0)
     est = DeltaGradLogisticRegression(random_state=0)
-    monkeypatch.setattr(estimators_module, "run_sgd", _raiser(ValueError))
+    monkeypatch.setattr(base_module, "run_sgd", _raiser(ValueError))
     with pytest.raises(ValueError, match="injected"):
         est.partial_fit(X, y, classes=[0, 1])
     assert not hasattr(est, "n_features_in_")
