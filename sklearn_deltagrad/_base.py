@@ -371,17 +371,21 @@ class _BaseDeltaGrad(BaseEstimator):
             and share > self.max_change_share
         ):
             used, fallback = "exact", "max_change_share"
-        cache, report = apply_change(
-            rows.X,
-            rows.Y,
-            rows.weights,
-            rows.ids,
-            self._model,
-            change,
-            self._cache,
-            used,
-            settings,
-        )
+
+        def update(how):
+            return apply_change(
+                rows.X,
+                rows.Y,
+                rows.weights,
+                rows.ids,
+                self._model,
+                change,
+                self._cache,
+                how,
+                settings,
+            )
+
+        cache, report = update(used)
         drift = 0.0
         if used == "deltagrad":
             scale = max(float(np.linalg.norm(cache.final)), np.finfo(float).tiny)
@@ -391,17 +395,7 @@ class _BaseDeltaGrad(BaseEstimator):
                 and _hypot(self.drift_, drift) > self.max_drift
             ):
                 used, fallback, drift = "exact", "max_drift", 0.0
-                cache, report = apply_change(
-                    rows.X,
-                    rows.Y,
-                    rows.weights,
-                    rows.ids,
-                    self._model,
-                    change,
-                    self._cache,
-                    used,
-                    settings,
-                )
+                cache, report = update(used)
         drift_total = _hypot(self.drift_, drift) if used == "deltagrad" else 0.0
         report = dataclasses.replace(
             report,

@@ -172,7 +172,8 @@ class DeltaGradLogisticRegression(ClassifierMixin, _BaseDeltaGrad):
     number of targets), ``T`` iterations, ``d`` parameters and ``nnz`` schedule
     entries (about ``n * max_iter``), the state takes, in bytes:
 
-    - rows: ``n*p*8 + n*q*8 + n*8`` (features, targets, ids);
+    - rows: ``n*p*8 + n*q*8 + 2*n*8`` (features, targets, ids, weights; ``n*p*4``
+      for float32 features, the CSR arrays for sparse ones);
     - cache: ``2*T*d*8 + T + d*8`` (iterates, gradients, flags, final model);
     - schedule: ``nnz*8 + (T+1)*8 + T*8``;
     - Gram matrices ``T*(p+1)^2*8`` when the ``"gram"`` curvature model is used.
@@ -582,7 +583,8 @@ class DeltaGradRidge(RegressorMixin, _BaseDeltaGrad):
     number of targets), ``T`` iterations, ``d`` parameters and ``nnz`` schedule
     entries (about ``n * max_iter``), the state takes, in bytes:
 
-    - rows: ``n*p*8 + n*q*8 + n*8`` (features, targets, ids);
+    - rows: ``n*p*8 + n*q*8 + 2*n*8`` (features, targets, ids, weights; ``n*p*4``
+      for float32 features, the CSR arrays for sparse ones);
     - cache: ``2*T*d*8 + T + d*8`` (iterates, gradients, flags, final model);
     - schedule: ``nnz*8 + (T+1)*8 + T*8``;
     - Gram matrices ``T*(p+1)^2*8`` when the ``"gram"`` curvature model is used.

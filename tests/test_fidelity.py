@@ -47,6 +47,9 @@ CASES = [
     ("mnist", "remove", 0.001),
     ("mnist", "remove", 0.01),
     ("mnist", "add", 0.001),
+    ("reuters", "remove", 0.001),  # sparse CSR rows
+    ("reuters", "remove", 0.01),
+    ("reuters", "add", 0.001),
     ("houses", "remove", 0.001),
     ("houses", "remove", 0.01),
     ("houses", "add", 0.001),

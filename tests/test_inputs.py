@@ -134,6 +134,33 @@ def test_sparse_input_is_never_densified():
     assert peak < 0.01 * X.shape[0] * X.shape[1] * 8
 
 
+def test_reuters_memory_stays_within_the_rows_and_the_cache(load_dataset):
+    """Reuters-21578 (7,770 x 8,315 sparse TF-IDF): ``fit`` peaks below twice the
+    CSR rows plus the cache; a request adds the copy of the cache and rows that it
+    builds aside (all or nothing) and the L-BFGS pairs."""
+    X, _, y, _ = load_dataset("reuters")
+    assert sp.issparse(X)
+    sparse_bytes = X.data.nbytes + X.indices.nbytes + X.indptr.nbytes
+    est = DeltaGradLogisticRegression(random_state=0)
+    tracemalloc.start()
+    try:
+        est.fit(X, y)
+        _, fit_peak = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        est.partial_unfit(indices=np.arange(0, X.shape[0], 1000))
+        _, request_peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    cache = est.cache_nbytes_
+    print(
+        f"reuters: rows {sparse_bytes} B, cache {cache} B, peaks {fit_peak} B "
+        f"(fit) and {request_peak} B (request)"
+    )
+    assert fit_peak <= 2 * sparse_bytes + cache
+    lbfgs_bytes = 2 * est.lbfgs_memory * est._model.n_params * 8
+    assert request_peak <= 2 * (sparse_bytes + cache) + lbfgs_bytes + 2**22
+
+
 def test_sparse_rows_are_matched_by_value_with_explicit_zeros_and_order():
     X, y = sparse_data("ridge", n_samples=60)
     est = estimator("ridge").fit(sp.csr_matrix(X), y)
