@@ -105,6 +105,7 @@ def replay_iterations(
     removed_rows,
     added_ptr,
     added_rows,
+    new_weights,
     old_weights,
     learning_rates,
     alpha,
@@ -128,7 +129,7 @@ def replay_iterations(
 
     ``weights``/``gradients``/``exact`` hold the old trajectory on entry and the new
     one on exit. Batch sizes are weight sums: ``old_weights[t]`` of the original
-    batch, ``b_new`` of the changed one. Returns ``(final parameters, number of
+    batch, ``new_weights[t]`` of the changed one. Returns ``(final parameters, number of
     exact iterations, sum of residual norms, number of residual checks,
     exposure)``: at every scheduled exact iteration where the curvature model is
     usable, the model's prediction of the original batch's loss gradient is
@@ -163,7 +164,7 @@ def replay_iterations(
         removed_t = removed_rows[removed_ptr[t] : removed_ptr[t + 1]]
         added_t = added_rows[added_ptr[t] : added_ptr[t + 1]]
         b_old = old_weights[t]
-        b_new = weight_sum(sample_weight, new_rows[lo:hi])
+        b_new = new_weights[t]
         for i in range(n_params):
             step[i] = w[i] - weights[t, i]
         removed_sum[:] = 0.0
@@ -230,7 +231,7 @@ def replay_iterations(
                 # This request's added rows sit at the end of the batch.
                 n_kept = hi - lo - added_t.shape[0]
                 sample = new_rows[lo : lo + min(hessian_rows, n_kept)]
-                kept_weight = weight_sum(sample_weight, new_rows[lo : lo + n_kept])
+                kept_weight = b_new - weight_sum(sample_weight, added_t)
                 # The Hessian at the midpoint of w_t and w' makes the secant
                 # g(w') - g(w_t) exact to third order.
                 for i in range(n_params):
@@ -350,8 +351,9 @@ def _position_lookup(row_ids):
 
 
 @njit(cache=True)
-def _batch_weights(sample_weight, ptr, rows):
-    """The total weight of every batch of a CSR batch list."""
+def _weighted_batch_sums(sample_weight, ptr, rows):
+    """The total weight of every batch of a CSR batch list, summed in order (as the
+    exact retrain sums them)."""
     n_batches = ptr.shape[0] - 1
     totals = np.zeros(n_batches)
     for t in range(n_batches):
@@ -359,13 +361,26 @@ def _batch_weights(sample_weight, ptr, rows):
     return totals
 
 
-def _old_batch_weights(sample_weight, change, new_rows, removed_rows, added_rows):
-    """The weight of each batch before the change (row counts without weights)."""
-    return (
-        _batch_weights(sample_weight, change.schedule.batch_ptr, new_rows)
-        + _batch_weights(sample_weight, change.removed_ptr, removed_rows)
-        - _batch_weights(sample_weight, change.added_ptr, added_rows)
+def _batch_weights(sample_weight, change, new_rows, removed_rows, added_rows):
+    """The weight of each batch after and before the change.
+
+    Without weights (all ones) these are the batch sizes, read off the pointers
+    instead of a pass over every schedule entry.
+    """
+    unit = bool((sample_weight == 1.0).all())
+
+    def sums(ptr, rows):
+        if unit:
+            return np.diff(ptr).astype(np.float64)
+        return _weighted_batch_sums(sample_weight, ptr, rows)
+
+    new = sums(change.schedule.batch_ptr, new_rows)
+    old = (
+        new
+        + sums(change.removed_ptr, removed_rows)
+        - sums(change.added_ptr, added_rows)
     )
+    return new, old
 
 
 def _old_grams(X, sample_weight, model, change, new_rows, changed, cache, settings):
@@ -473,9 +488,7 @@ def apply_change(X, Y, sample_weight, row_ids, model, change, cache, method, set
             removed_rows,
             change.added_ptr,
             added_rows,
-            _old_batch_weights(
-                sample_weight, change, new_rows, removed_rows, added_rows
-            ),
+            *_batch_weights(sample_weight, change, new_rows, removed_rows, added_rows),
             schedule.learning_rates,
             model.alpha,
             model.offset,
