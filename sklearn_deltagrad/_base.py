@@ -30,7 +30,7 @@ from sklearn.utils.validation import (
 )
 
 from ._backend import resolve_device
-from ._curvature import CURVATURE_NAMES, resolve_curvature
+from ._curvature import CURVATURE_NAMES, resolve_curvature, resolve_hessian_rows
 from ._exceptions import CacheTooLargeError, InconsistentDeltaGradVersionWarning
 from ._replay import ReplaySettings, apply_change
 from ._rows import PendingRemoval, TrainingRows
@@ -76,7 +76,10 @@ class _BaseDeltaGrad(BaseEstimator):
         "burn_in": [Interval(Integral, 0, None, closed="left")],
         "curvature": [StrOptions(CURVATURE_NAMES)],
         "lbfgs_memory": [Interval(Integral, 1, None, closed="left")],
-        "hessian_rows": [Interval(Integral, 1, None, closed="left")],
+        "hessian_rows": [
+            StrOptions({"auto"}),
+            Interval(Integral, 1, None, closed="left"),
+        ],
         "max_change_share": [Interval(Real, 0, 1, closed="right"), None],
         "max_drift": [Interval(Real, 0, None, closed="neither"), None],
         "max_cache_bytes": [Interval(Integral, 1, None, closed="left"), None],
@@ -98,7 +101,7 @@ class _BaseDeltaGrad(BaseEstimator):
         burn_in=10,
         curvature="auto",
         lbfgs_memory=32,
-        hessian_rows=128,
+        hessian_rows="auto",
         max_change_share=0.5,
         max_drift=None,
         max_cache_bytes=DEFAULT_MAX_CACHE_BYTES,
@@ -433,7 +436,7 @@ class _BaseDeltaGrad(BaseEstimator):
             exact_period=int(self.exact_period),
             curvature=resolve_curvature(self.curvature, self._model, self.hessian_rows),
             lbfgs_memory=int(self.lbfgs_memory),
-            hessian_rows=int(self.hessian_rows),
+            hessian_rows=resolve_hessian_rows(self.hessian_rows, self._model),
         )
 
     @staticmethod

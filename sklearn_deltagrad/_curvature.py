@@ -32,13 +32,28 @@ from ._kernels.cpu import (
 )
 
 
+def resolve_hessian_rows(hessian_rows, model):
+    """Rows of the ``"hessian"`` model's sample for the ``hessian_rows`` parameter.
+
+    ``"auto"``: 128 rows, and 256 for single-output models (binary logistic,
+    single-target ridge), whose rows each carry one output's curvature instead of
+    ``n_outputs``: measured on covtype class 2 vs rest, 128 rows gave a fidelity
+    ratio of 0.066 and 256 rows 0.042, on a9a 0.073 and 0.048.
+    """
+    if hessian_rows == "auto":
+        return 256 if model.n_outputs == 1 else 128
+    return int(hessian_rows)
+
+
 def resolve_curvature(name, model, hessian_rows):
     """The curvature model code for the ``curvature`` parameter.
 
     ``"auto"`` picks the exact ``"gram"`` model for the squared loss with at most
     ``_MAX_GRAM_COLUMNS`` columns; otherwise ``"hessian"`` when its row sample can
-    have full rank (``hessian_rows * n_outputs >= 2 * n_params``), else ``"lbfgs"``.
+    have full rank (``rows * n_outputs >= 2 * n_params``, ``rows`` resolved by
+    :func:`resolve_hessian_rows`), else ``"lbfgs"``.
     """
+    hessian_rows = resolve_hessian_rows(hessian_rows, model)
     columns = model.n_features + int(model.fit_intercept)
     if name == "gram" and model.loss != SQUARED:
         raise ValueError(

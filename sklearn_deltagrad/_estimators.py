@@ -76,8 +76,10 @@ class DeltaGradLogisticRegression(ClassifierMixin, _BaseDeltaGrad):
         n_outputs >= 2 * n_params`` and ``"lbfgs"`` otherwise.
     lbfgs_memory : int, default=32
         ``m``, the number of curvature pairs of the L-BFGS model.
-    hessian_rows : int, default=128
-        Rows per Hessian-vector product of the ``"hessian"`` model.
+    hessian_rows : int or "auto", default="auto"
+        Rows per Hessian-vector product of the ``"hessian"`` model. ``"auto"``:
+        256 for a single output (two classes, or one regression target), 128
+        otherwise (each row then carries the curvature of several outputs).
     class_weight : dict, "balanced" or None, default=None
         Weights of the classes, ``{label: weight}``, multiplied into
         ``sample_weight``. ``"balanced"`` computes ``n_samples / (n_classes *
@@ -210,7 +212,7 @@ class DeltaGradLogisticRegression(ClassifierMixin, _BaseDeltaGrad):
         burn_in=10,
         curvature="auto",
         lbfgs_memory=32,
-        hessian_rows=128,
+        hessian_rows="auto",
         class_weight=None,
         max_change_share=0.5,
         max_drift=None,
@@ -497,8 +499,10 @@ class DeltaGradRidge(RegressorMixin, _BaseDeltaGrad):
         features, otherwise as the classifier does.
     lbfgs_memory : int, default=32
         ``m``, the number of L-BFGS curvature pairs.
-    hessian_rows : int, default=128
-        Rows per Hessian-vector product of the ``"hessian"`` model.
+    hessian_rows : int or "auto", default="auto"
+        Rows per Hessian-vector product of the ``"hessian"`` model. ``"auto"``:
+        256 for a single output (two classes, or one regression target), 128
+        otherwise (each row then carries the curvature of several outputs).
     max_change_share : float in (0, 1] or None, default=0.5
         Fallback: a ``method="deltagrad"`` request that removes or adds more than
         this share of the current training rows is served by the exact retrain

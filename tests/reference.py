@@ -550,9 +550,16 @@ def resolved_curvature(est):
     n_params = columns * model.n_outputs
     if model.loss == SQUARED and columns <= 64:
         return "gram"
-    if est.hessian_rows * model.n_outputs >= 2 * n_params:
+    if hessian_rows_of(est) * model.n_outputs >= 2 * n_params:
         return "hessian"
     return "lbfgs"
+
+
+def hessian_rows_of(est):
+    """The rows ``hessian_rows="auto"`` stands for (the documented rule)."""
+    if est.hessian_rows != "auto":
+        return est.hessian_rows
+    return 256 if est._model.n_outputs == 1 else 128
 
 
 def state_of(est):
@@ -610,7 +617,7 @@ def replay_request(
         exact_period=est.exact_period,
         curvature=resolved_curvature(est),
         lbfgs_memory=est.lbfgs_memory,
-        hessian_rows=est.hessian_rows,
+        hessian_rows=hessian_rows_of(est),
         lbfgs_form=lbfgs_form,
         sample_weight=sample_weight,
         curvature_bound=curvature_bound,

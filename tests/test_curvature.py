@@ -16,6 +16,7 @@ from sklearn_deltagrad._curvature import (
     batch_grams,
     gram_product,
     resolve_curvature,
+    resolve_hessian_rows,
     update_grams,
 )
 
@@ -206,6 +207,7 @@ def test_auto_curvature_choice():
     X, y = make_classification(200, 20, n_informative=5, n_classes=3, random_state=0)
     Xr, yr = ridge_problem()
     wide = np.hstack([Xr] * 12)  # 72 features: too many for the Gram model
+    Xb, yb = make_classification(300, 100, n_informative=5, random_state=0)
     cases = [
         (DeltaGradRidge(), Xr, yr, GRAM),
         (DeltaGradRidge(hessian_rows=200), wide, yr, HESSIAN),
@@ -213,6 +215,9 @@ def test_auto_curvature_choice():
         # 3 classes x 21 columns = 63 parameters: 128 rows x 3 outputs >= 126.
         (DeltaGradLogisticRegression(), X, y, HESSIAN),
         (DeltaGradLogisticRegression(hessian_rows=16), X, y, LBFGS),
+        # Two classes x 101 columns: "auto" samples 256 rows (>= 202), 128 do not.
+        (DeltaGradLogisticRegression(), Xb, yb, HESSIAN),
+        (DeltaGradLogisticRegression(hessian_rows=128), Xb, yb, LBFGS),
     ]
     for est, data, target, expected in cases:
         est.set_params(max_iter=2, random_state=0).fit(data, target)
@@ -267,3 +272,15 @@ def test_hessian_model_beats_paper_lbfgs_on_real_data(load_dataset):
     print(ratios)
     assert ratios["hessian"] < 0.5 * ratios["lbfgs-m2"]
     assert ratios["hessian"] < 0.05
+
+
+def test_auto_hessian_rows():
+    """``hessian_rows="auto"``: 256 rows for one output, 128 for several."""
+    X, y = make_classification(200, 6, n_informative=4, n_classes=3, random_state=0)
+    multi = DeltaGradLogisticRegression(max_iter=2, random_state=0).fit(X, y)
+    binary = DeltaGradLogisticRegression(max_iter=2, random_state=0).fit(X, y > 0)
+    ridge = DeltaGradRidge(max_iter=2, random_state=0).fit(X, y.astype(float))
+    assert multi._replay_settings().hessian_rows == 128
+    assert binary._replay_settings().hessian_rows == 256
+    assert ridge._replay_settings().hessian_rows == 256
+    assert resolve_hessian_rows(64, binary._model) == 64
