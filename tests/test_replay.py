@@ -16,7 +16,7 @@ from sklearn_deltagrad._schedule import add_rows, make_schedule, remove_rows
 from sklearn_deltagrad._training import LinearModel, TrainingCache, run_sgd
 
 from . import reference as ref
-from .test_training import LOSS_KINDS, sgd_problem
+from .test_training import LOSS_KINDS, rows_in_layout, sgd_problem
 
 N_SAMPLES, N_FEATURES = 48, 4
 KINDS = ["binary", "multiclass", "ridge", "ridge-multi"]
@@ -484,15 +484,25 @@ def weighted_rows(loss, n_outputs, seed=0):
     return X, Y, model, rng
 
 
-def in_layout(X, layout):
-    """``(rows as apply_change takes them, the float64 matrix they stand for)``."""
-    if layout == "dense64":
-        return X, X
-    if layout == "dense32":
-        X32 = X.astype(np.float32)
-        return X32, X32.astype(np.float64)
-    matrix = sp.csr_matrix(X)
-    return matrix, matrix.toarray()
+def numpy_retrain(X, Y, sample_weight, ids, model, change, schedule):
+    """The reference retrain of the rows ``ids`` on the changed schedule."""
+    return ref.exact_retrain(
+        X[ids],
+        Y[ids],
+        ids,
+        model,
+        change.schedule.batch_ptr,
+        change.schedule.batch_ids,
+        schedule.learning_rates,
+        sample_weight=sample_weight[ids],
+    )
+
+
+def apply_to_rows(X, Y, sample_weight, ids, model, change, cache, method, settings):
+    """``apply_change`` on the rows ``ids`` (stable ids = positions here)."""
+    return apply_change(
+        X[ids], Y[ids], sample_weight[ids], ids, model, change, cache, method, settings
+    )
 
 
 def batch_of(schedule, t):
@@ -635,14 +645,14 @@ def test_weighted_replay_matches_numpy_replay(
     X, Y, model, schedule, change, sample_weight, marks = weighted_request(
         loss, n_outputs, request_kind, weights
     )
-    X_in, X = in_layout(X, layout)
+    X_in, X = rows_in_layout(X, layout)
     set_learning_rate(schedule, X, model)
     before = old_cache(X_in, Y, sample_weight, model, schedule)
     ids = request_rows(request_kind)
-    cache, report = apply_change(
-        X_in[ids],
-        Y[ids],
-        sample_weight[ids],
+    cache, report = apply_to_rows(
+        X_in,
+        Y,
+        sample_weight,
         ids,
         model,
         change,
@@ -682,16 +692,7 @@ def test_weighted_replay_matches_numpy_replay(
         np.testing.assert_array_equal(before.gradients[t], 0.0)
         assert cache.exact[t]
         assert np.abs(cache.gradients[t]).max() > 0
-    _, _, retrained = ref.exact_retrain(
-        X[ids],
-        Y[ids],
-        ids,
-        model,
-        change.schedule.batch_ptr,
-        change.schedule.batch_ids,
-        schedule.learning_rates,
-        sample_weight=sample_weight[ids],
-    )
+    _, _, retrained = numpy_retrain(X, Y, sample_weight, ids, model, change, schedule)
     if curvature == "gram":
         # The Gram model is exact for the squared loss: the replay is the retrain.
         assert_rel_close(cache.final, retrained, 1e-9, "gram replay vs retrain")
@@ -710,21 +711,13 @@ def test_weighted_exact_method_is_the_numpy_retrain(
     X, Y, model, schedule, change, sample_weight, marks = weighted_request(
         loss, n_outputs, request_kind, weights
     )
-    X_in, X = in_layout(X, layout)
+    X_in, X = rows_in_layout(X, layout)
     set_learning_rate(schedule, X, model)
     before = old_cache(X_in, Y, sample_weight, model, schedule)
     ids = request_rows(request_kind)
     settings = ReplaySettings(3, 4, CURVATURE_CODES["lbfgs"], 8, 16)
-    cache, report = apply_change(
-        X_in[ids],
-        Y[ids],
-        sample_weight[ids],
-        ids,
-        model,
-        change,
-        before,
-        "exact",
-        settings,
+    cache, report = apply_to_rows(
+        X_in, Y, sample_weight, ids, model, change, before, "exact", settings
     )
     expected = ref.exact_retrain(
         X[ids],
@@ -759,22 +752,15 @@ def test_weighted_replay_with_exact_period_one_is_the_exact_retrain(
     X, Y, model, schedule, change, sample_weight, marks = weighted_request(
         loss, n_outputs, request_kind, weights
     )
-    X_in, X = in_layout(X, layout)
+    X_in, X = rows_in_layout(X, layout)
     set_learning_rate(schedule, X, model)
     before = old_cache(X_in, Y, sample_weight, model, schedule)
     ids = request_rows(request_kind)
     results = {}
     for method in ("deltagrad", "exact"):
-        results[method] = apply_change(
-            X_in[ids],
-            Y[ids],
-            sample_weight[ids],
-            ids,
-            model,
-            change,
-            before,
-            method,
-            ReplaySettings(0, 1, CURVATURE_CODES[curvature], 4, 3),
+        settings = ReplaySettings(0, 1, CURVATURE_CODES[curvature], 4, 3)
+        results[method] = apply_to_rows(
+            X_in, Y, sample_weight, ids, model, change, before, method, settings
         )
     (replayed, report), (retrained, exact_report) = results.values()
     assert report.method == "deltagrad"
@@ -786,16 +772,7 @@ def test_weighted_replay_with_exact_period_one_is_the_exact_retrain(
         assert_rel_close(
             getattr(replayed, key), getattr(retrained, key), 1e-12, f"{key}"
         )
-    _, _, final = ref.exact_retrain(
-        X[ids],
-        Y[ids],
-        ids,
-        model,
-        change.schedule.batch_ptr,
-        change.schedule.batch_ids,
-        schedule.learning_rates,
-        sample_weight=sample_weight[ids],
-    )
+    _, _, final = numpy_retrain(X, Y, sample_weight, ids, model, change, schedule)
     assert_rel_close(replayed.final, final, 1e-10, "final vs NumPy retrain")
 
 
@@ -828,7 +805,7 @@ def test_weighted_sequence_of_requests_matches_numpy_replay(
         hessian_rows=hessian_rows,
     )
     X, Y, model, rng = weighted_rows(loss, n_outputs, seed=3)
-    X_in, X = in_layout(X, layout)
+    X_in, X = rows_in_layout(X, layout)
     sample_weight = rng.uniform(0.05, 3.0, X.shape[0])
     sample_weight[[5, 17, N_OLD, N_OLD + 3]] = 0.0
     schedule = make_schedule(N_OLD, BATCH, EPOCHS, 1.0, rng)
@@ -852,10 +829,10 @@ def test_weighted_sequence_of_requests_matches_numpy_replay(
             change = add_rows(schedule, np.array(which))
             live = np.union1d(live, which)
             ids = live
-        cache, report = apply_change(
-            X_in[ids],
-            Y[ids],
-            sample_weight[ids],
+        cache, report = apply_to_rows(
+            X_in,
+            Y,
+            sample_weight,
             ids,
             model,
             change,
