@@ -168,12 +168,10 @@ class _BaseDeltaGrad(BaseEstimator):
         # The rows are copied first, so that the means and the step size are computed
         # on the same C-ordered values whatever the input's memory layout.
         X = _own_copy(X)
-        sample_weight = _check_sample_weight(
-            sample_weight, X, dtype=np.float64, ensure_non_negative=True
-        )
+        sample_weight = _checked_sample_weight(sample_weight, X)
         Y, encoding = self._encode_targets_for_fit(y, classes, sample_weight)
         weights = self._row_weights(
-            X, Y, sample_weight, encoding["attributes"].get("_class_weights")
+            Y, sample_weight, encoding["attributes"].get("_class_weights")
         )
         # SGD runs centred on the feature means: same model, better conditioned.
         offset = (
@@ -346,7 +344,10 @@ class _BaseDeltaGrad(BaseEstimator):
         X, y = validate_data(self, X, y, **self._check_params(), reset=False)
         Y = self._encode_targets(y)
         weights = self._row_weights(
-            X, Y, sample_weight, getattr(self, "_class_weights", None), adding=True
+            Y,
+            _checked_sample_weight(sample_weight, X),
+            getattr(self, "_class_weights", None),
+            adding=True,
         )
         rows, new_ids = self._rows.with_added(X, Y, weights)
         change = add_rows(self._schedule, new_ids)
@@ -509,14 +510,13 @@ class _BaseDeltaGrad(BaseEstimator):
             "y_numeric": False,
         }
 
-    def _row_weights(self, X, Y, sample_weight, class_weights, adding=False):
-        """Validated float64 row weights: ``sample_weight`` times the class weights.
+    def _row_weights(self, Y, sample_weight, class_weights, adding=False):
+        """The rows' own weights: the checked ``sample_weight`` times the class
+        weights of the encoded targets ``Y``.
 
         ``fit`` needs a positive total; added rows may all weigh 0.
         """
-        weights = _check_sample_weight(
-            sample_weight, X, dtype=np.float64, ensure_non_negative=True
-        )
+        weights = sample_weight
         if class_weights is not None:
             weights = weights * class_weights[Y[:, 0].astype(np.int64)]
         if not np.isfinite(weights).all():
@@ -612,6 +612,13 @@ class _restored_on_error:
             self.estimator.__dict__.clear()
             self.estimator.__dict__.update(self.old)
         return False
+
+
+def _checked_sample_weight(sample_weight, X):
+    """``sample_weight`` validated for the rows ``X``: float64, finite, >= 0."""
+    return _check_sample_weight(
+        sample_weight, X, dtype=np.float64, ensure_non_negative=True
+    )
 
 
 def _own_copy(X):

@@ -23,11 +23,7 @@ class TrainingRows:
     Y: np.ndarray
     ids: np.ndarray
     next_id: int
-    weights: np.ndarray = None
-
-    def __post_init__(self):
-        if self.weights is None:
-            self.weights = np.ones(self.ids.shape[0])
+    weights: np.ndarray
 
     @classmethod
     def from_fit(cls, X, Y, weights):

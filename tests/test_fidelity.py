@@ -2,8 +2,7 @@
 
 The bar (issue #2): ||w_DG - w_U|| / ||w - w_U|| <= 0.05 for removing 0.1% and 1% of
 the rows and adding 0.1%, and, for the classifier, test predictions of w_DG and w_U
-agreeing on >= 99.9% of rows. Cases the default settings do not meet yet are marked
-``xfail(strict=True)`` with the measured ratio: they fail loudly once they pass.
+agreeing on >= 99.9% of rows.
 """
 
 import copy
@@ -32,14 +31,6 @@ def make_estimator(name):
     return DeltaGradLogisticRegression(random_state=0)
 
 
-def shortfall(measured):
-    return pytest.mark.xfail(
-        strict=True,
-        reason=f"default settings measured {measured} > {BAR} (issue #2/#3: the "
-        "default curvature model is not accurate enough here yet)",
-    )
-
-
 CASES = [
     ("covtype", "remove", 0.001),
     ("covtype", "remove", 0.01),
@@ -54,19 +45,9 @@ CASES = [
     ("houses", "remove", 0.01),
     ("houses", "add", 0.001),
 ]
-# Cases the defaults miss, with the measured ratio (none at the moment).
-KNOWN_SHORTFALLS = {}
 
 
-@pytest.mark.parametrize(
-    "name, request_kind, share",
-    [
-        pytest.param(*case, marks=[shortfall(KNOWN_SHORTFALLS[case])])
-        if case in KNOWN_SHORTFALLS
-        else case
-        for case in CASES
-    ],
-)
+@pytest.mark.parametrize("name, request_kind, share", CASES)
 def test_default_fidelity_on_real_data(load_dataset, name, request_kind, share):
     X_train, X_test, y_train, y_test = load_dataset(name)
     n_changed = max(1, int(share * len(y_train)))
