@@ -30,10 +30,15 @@ from sklearn.utils.validation import (
 )
 
 from ._backend import resolve_device
-from ._curvature import CURVATURE_NAMES, resolve_curvature, resolve_hessian_rows
+from ._curvature import (
+    CURVATURE_NAMES,
+    resolve_curvature,
+    resolve_hessian_rows,
+    resolve_lbfgs_memory,
+)
 from ._exceptions import CacheTooLargeError, InconsistentDeltaGradVersionWarning
 from ._replay import ReplaySettings, apply_change
-from ._rows import PendingRemoval, TrainingRows
+from ._rows import PendingRemoval, TrainingRows, nonzeros_per_row
 from ._schedule import add_rows, make_schedule, remove_rows
 from ._storage import flush_folder, remove_stale_files, save_state
 from ._training import (
@@ -75,7 +80,10 @@ class _BaseDeltaGrad(BaseEstimator):
         "exact_period": [Interval(Integral, 1, None, closed="left")],
         "burn_in": [Interval(Integral, 0, None, closed="left")],
         "curvature": [StrOptions(CURVATURE_NAMES)],
-        "lbfgs_memory": [Interval(Integral, 1, None, closed="left")],
+        "lbfgs_memory": [
+            StrOptions({"auto"}),
+            Interval(Integral, 1, None, closed="left"),
+        ],
         "hessian_rows": [
             StrOptions({"auto"}),
             Interval(Integral, 1, None, closed="left"),
@@ -100,7 +108,7 @@ class _BaseDeltaGrad(BaseEstimator):
         exact_period=10,
         burn_in=10,
         curvature="auto",
-        lbfgs_memory=32,
+        lbfgs_memory="auto",
         hessian_rows="auto",
         max_change_share=0.5,
         max_drift=None,
@@ -216,6 +224,9 @@ class _BaseDeltaGrad(BaseEstimator):
         for name, value in encoding["attributes"].items():
             setattr(self, name, value)
         self._model = model
+        # Fixed at fit (like the offset): dense and sparse copies of the same rows
+        # resolve lbfgs_memory="auto" alike, and requests do not change it.
+        self._batch_nonzeros = nonzeros_per_row(X) * min(batch_size, n_samples)
         self.learning_rate_ = learning_rate
         self.n_iter_ = self.max_iter
         self.last_update_ = None
@@ -436,7 +447,11 @@ class _BaseDeltaGrad(BaseEstimator):
             burn_in=int(self.burn_in),
             exact_period=int(self.exact_period),
             curvature=resolve_curvature(self.curvature, self._model, self.hessian_rows),
-            lbfgs_memory=int(self.lbfgs_memory),
+            lbfgs_memory=resolve_lbfgs_memory(
+                self.lbfgs_memory,
+                self._model,
+                self._batch_nonzeros,
+            ),
             hessian_rows=resolve_hessian_rows(self.hessian_rows, self._model),
         )
 
@@ -583,6 +598,10 @@ class _BaseDeltaGrad(BaseEstimator):
                 stacklevel=2,
             )
         state.setdefault("storage_dir", None)  # pickles from before the parameter
+        if "_rows" in state and "_batch_nonzeros" not in state:
+            schedule = state["_schedule"]
+            batch = schedule.batch_ids.shape[0] / schedule.n_iterations
+            state["_batch_nonzeros"] = nonzeros_per_row(state["_rows"].X) * batch
         super().__setstate__(state)
 
     @property

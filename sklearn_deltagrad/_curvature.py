@@ -45,6 +45,25 @@ def resolve_hessian_rows(hessian_rows, model):
     return int(hessian_rows)
 
 
+def resolve_lbfgs_memory(lbfgs_memory, model, batch_nonzeros):
+    """Pairs ``m`` of the ``"lbfgs"`` model for the ``lbfgs_memory`` parameter.
+
+    ``"auto"``: 32 pairs, fewer where the pairs' work would weigh next to an exact
+    batch gradient. A product with the L-BFGS matrix costs about ``4 m d`` flops
+    (``d`` parameters); a batch gradient about ``2 K e`` (``K`` outputs, ``e``
+    non-zeros in a batch's rows, ``batch_nonzeros``: counted at fit). ``"auto"``
+    keeps the former within a quarter of the latter (``m <= K e / (8 d)``), with
+    at least 2 pairs. Dense rows with few zeros get 32 whenever batches have 256
+    rows or more; sparse, high-dimensional rows few (Reuters-21578: 8,316
+    parameters, 180,000 non-zeros per batch: 2 pairs, measured faster and more
+    faithful there than 32).
+    """
+    if lbfgs_memory != "auto":
+        return int(lbfgs_memory)
+    pairs = batch_nonzeros * model.n_outputs // (8 * model.n_params)
+    return int(min(_MAX_AUTO_PAIRS, max(2, pairs)))
+
+
 def resolve_curvature(name, model, hessian_rows):
     """The curvature model code for the ``curvature`` parameter.
 
@@ -76,6 +95,9 @@ GRAM = 2
 CURVATURE_CODES = {"lbfgs": LBFGS, "hessian": HESSIAN, "gram": GRAM}
 CURVATURE_NAMES = {"auto", *CURVATURE_CODES}
 
+# The most L-BFGS pairs lbfgs_memory="auto" keeps.
+_MAX_AUTO_PAIRS = 32
+
 # "auto" keeps per-batch Gram matrices only up to this many columns (with the
 # intercept): T * q^2 floats, at most 32 KiB per iteration.
 _MAX_GRAM_COLUMNS = 64
@@ -88,11 +110,13 @@ _MIN_SIGMA = 1e-8
 
 
 @njit(cache=True)
-def lbfgs_push_pair(S, Yp, SY, SS, n_pairs, s, y):
+def lbfgs_push_pair(S, Yp, SY, SS, slots, n_pairs, s, y):
     """Append a pair if it is usable; drop the oldest when full.
 
-    ``SY[i, j] = s_i' y_j`` and ``SS[i, j] = s_i' s_j`` of the stored pairs are kept
-    up to date here, at ``O(m d)`` per new pair, so that a factorisation costs
+    The pairs live in the rows of ``S``/``Yp`` as a ring: the ``i``-th oldest is row
+    ``slots[i]``, so dropping the oldest moves ``m`` indices instead of ``2 m d``
+    floats. ``SY[i, j] = s_i' y_j`` and ``SS[i, j] = s_i' s_j`` (in age order) are
+    kept up to date here, at ``O(m d)`` per new pair, so that a factorisation costs
     ``O(m^3)`` instead of ``O(m^2 d)``. Returns ``(n_pairs, accepted)``; the middle
     matrix must be refactorised whenever a pair was accepted (also when the memory
     was full and ``n_pairs`` is unchanged).
@@ -102,19 +126,22 @@ def lbfgs_push_pair(S, Yp, SY, SS, n_pairs, s, y):
         return n_pairs, False
     memory = S.shape[0]
     if n_pairs == memory:
+        freed = slots[0]
         for i in range(memory - 1):
-            S[i] = S[i + 1]
-            Yp[i] = Yp[i + 1]
+            slots[i] = slots[i + 1]
             for j in range(memory - 1):
                 SY[i, j] = SY[i + 1, j + 1]
                 SS[i, j] = SS[i + 1, j + 1]
+        slots[memory - 1] = freed
         n_pairs -= 1
-    S[n_pairs] = s
-    Yp[n_pairs] = y
+    newest = slots[n_pairs]
+    S[newest] = s
+    Yp[newest] = y
     for j in range(n_pairs + 1):
-        SY[n_pairs, j] = np.dot(s, Yp[j])
-        SY[j, n_pairs] = np.dot(S[j], y)
-        SS[n_pairs, j] = np.dot(s, S[j])
+        row = slots[j]
+        SY[n_pairs, j] = np.dot(s, Yp[row])
+        SY[j, n_pairs] = np.dot(S[row], y)
+        SS[n_pairs, j] = np.dot(s, S[row])
         SS[j, n_pairs] = SS[n_pairs, j]
     return n_pairs + 1, True
 
@@ -152,24 +179,30 @@ def lbfgs_factorize(SY, SS, n_pairs, alpha, middle_inv):
 
 
 @njit(cache=True)
-def lbfgs_product(S, Yp, first, n_pairs, sigma, middle_inv, v, out):
-    """``out = B v`` for the compact L-BFGS matrix of pairs ``first..n_pairs-1``."""
+def lbfgs_product(S, Yp, slots, first, n_pairs, sigma, middle_inv, v, out):
+    """``out = B v`` for the compact L-BFGS matrix of pairs ``first..n_pairs-1``
+    (in age order; stored in rows ``slots``, see :func:`lbfgs_push_pair`)."""
     k = n_pairs - first
     projections = np.empty(2 * k)
     for i in range(k):
-        projections[i] = sigma * np.dot(S[first + i], v)
-        projections[k + i] = np.dot(Yp[first + i], v)
+        row = slots[first + i]
+        projections[i] = sigma * np.dot(S[row], v)
+        projections[k + i] = np.dot(Yp[row], v)
     coefficients = np.zeros(2 * k)
     for i in range(2 * k):
         for j in range(2 * k):
             coefficients[i] += middle_inv[i, j] * projections[j]
-    for j in range(v.shape[0]):
-        out[j] = sigma * v[j]
+    rows = slots[first:n_pairs]
     for i in range(k):
-        ci_s = sigma * coefficients[i]
-        ci_y = coefficients[k + i]
-        for j in range(v.shape[0]):
-            out[j] -= ci_s * S[first + i, j] + ci_y * Yp[first + i, j]
+        coefficients[i] *= sigma
+    # One pass over the output, the pairs in the inner loop.
+    for j in range(v.shape[0]):
+        value = sigma * v[j]
+        for i in range(k):
+            value -= (
+                coefficients[i] * S[rows[i], j] + coefficients[k + i] * Yp[rows[i], j]
+            )
+        out[j] = value
 
 
 @njit(cache=True)

@@ -74,8 +74,11 @@ class DeltaGradLogisticRegression(ClassifierMixin, _BaseDeltaGrad):
         long as ``hessian_rows * n_classes`` is not small next to the number of
         parameters). ``"auto"`` takes ``"hessian"`` when ``hessian_rows *
         n_outputs >= 2 * n_params`` and ``"lbfgs"`` otherwise.
-    lbfgs_memory : int, default=32
-        ``m``, the number of curvature pairs of the L-BFGS model.
+    lbfgs_memory : int or "auto", default="auto"
+        ``m``, the number of curvature pairs of the L-BFGS model. ``"auto"``: 32,
+        fewer (at least 2) where a product with the L-BFGS matrix would cost more
+        than a quarter of an exact batch gradient, i.e. on sparse rows with many
+        columns (see ``sklearn_deltagrad._curvature.resolve_lbfgs_memory``).
     hessian_rows : int or "auto", default="auto"
         Rows per Hessian-vector product of the ``"hessian"`` model. ``"auto"``:
         256 for a single output (two classes, or one regression target), 128
@@ -211,7 +214,7 @@ class DeltaGradLogisticRegression(ClassifierMixin, _BaseDeltaGrad):
         exact_period=10,
         burn_in=10,
         curvature="auto",
-        lbfgs_memory=32,
+        lbfgs_memory="auto",
         hessian_rows="auto",
         class_weight=None,
         max_change_share=0.5,
@@ -497,8 +500,11 @@ class DeltaGradRidge(RegressorMixin, _BaseDeltaGrad):
         ``"lbfgs"`` and ``"hessian"`` are as in
         :class:`DeltaGradLogisticRegression`. ``"auto"`` takes ``"gram"`` up to 63
         features, otherwise as the classifier does.
-    lbfgs_memory : int, default=32
-        ``m``, the number of L-BFGS curvature pairs.
+    lbfgs_memory : int or "auto", default="auto"
+        ``m``, the number of curvature pairs of the L-BFGS model. ``"auto"``: 32,
+        fewer (at least 2) where a product with the L-BFGS matrix would cost more
+        than a quarter of an exact batch gradient, i.e. on sparse rows with many
+        columns (see ``sklearn_deltagrad._curvature.resolve_lbfgs_memory``).
     hessian_rows : int or "auto", default="auto"
         Rows per Hessian-vector product of the ``"hessian"`` model. ``"auto"``:
         256 for a single output (two classes, or one regression target), 128

@@ -105,8 +105,8 @@ def replay_iterations(
     removed_rows,
     added_ptr,
     added_rows,
-    new_weights,
-    old_weights,
+    new_batch_weights,
+    old_batch_weights,
     learning_rates,
     alpha,
     offset,
@@ -124,18 +124,23 @@ def replay_iterations(
     weights,
     gradients,
     exact,
+    out_weights,
+    out_gradients,
+    out_exact,
 ):
-    """Replay iterations ``t_start..T-1`` on the changed batches, updating the cache.
+    """Replay iterations ``t_start..T-1`` on the changed batches.
 
-    ``weights``/``gradients``/``exact`` hold the old trajectory on entry and the new
-    one on exit. Batch sizes are weight sums: ``old_weights[t]`` of the original
-    batch, ``new_weights[t]`` of the changed one. Returns ``(final parameters, number of
-    exact iterations, sum of residual norms, number of residual checks,
-    exposure)``: at every scheduled exact iteration where the curvature model is
-    usable, the model's prediction of the original batch's loss gradient is
-    compared with the exact one (the residual); the exposure is the sum of
-    ``(learning_rate * b_old / b_new)^2`` over approximate iterations, whose factor
-    is how far a gradient error there moves the parameters.
+    ``weights``/``gradients``/``exact`` hold the old trajectory (read only); rows
+    ``t_start..T-1`` of ``out_weights``/``out_gradients``/``out_exact`` receive the
+    new one (the old arrays themselves may be passed: iteration ``t`` reads them
+    before writing). Batch sizes are weight sums: ``old_batch_weights[t]`` of the
+    original batch, ``new_batch_weights[t]`` of the changed one. Returns ``(final
+    parameters, number of exact iterations, sum of residual norms, number of
+    residual checks, exposure)``: at every scheduled exact iteration where the
+    curvature model is usable, the model's prediction of the original batch's loss
+    gradient is compared with the exact one (the residual); the exposure is the sum
+    of ``(learning_rate * b_old / b_new)^2`` over approximate iterations, whose
+    factor is how far a gradient error there moves the parameters.
     """
     n_iterations, n_params = weights.shape
     n_penalized = offset.shape[0] * n_outputs
@@ -144,6 +149,7 @@ def replay_iterations(
     pairs_y = np.zeros((lbfgs_memory, n_params))
     pairs_sy = np.zeros((lbfgs_memory, lbfgs_memory))
     pairs_ss = np.zeros((lbfgs_memory, lbfgs_memory))
+    pair_slots = np.arange(lbfgs_memory)
     middle_inv = np.zeros((2 * lbfgs_memory, 2 * lbfgs_memory))
     n_pairs = 0
     first_pair = 0
@@ -163,14 +169,18 @@ def replay_iterations(
         hi = new_ptr[t + 1]
         removed_t = removed_rows[removed_ptr[t] : removed_ptr[t + 1]]
         added_t = added_rows[added_ptr[t] : added_ptr[t + 1]]
-        b_old = old_weights[t]
-        b_new = new_weights[t]
+        b_old = old_batch_weights[t]
+        b_new = new_batch_weights[t]
+        step_norm2 = 0.0
         for i in range(n_params):
             step[i] = w[i] - weights[t, i]
-        removed_sum[:] = 0.0
-        added_sum[:] = 0.0
-        # Most batches lose or gain no row: skip the O(d) work of an empty sum.
-        if removed_t.shape[0] > 0:
+            step_norm2 += step[i] * step[i]
+        # Most batches lose or gain no row: skip the O(d) work of an empty sum
+        # (the sums are zeroed only where they are read).
+        has_removed = removed_t.shape[0] > 0
+        has_added = added_t.shape[0] > 0
+        if has_removed:
+            removed_sum[:] = 0.0
             gradient_sum(
                 X,
                 Y,
@@ -183,7 +193,8 @@ def replay_iterations(
                 fit_intercept,
                 removed_sum,
             )
-        if added_t.shape[0] > 0:
+        if has_added:
+            added_sum[:] = 0.0
             gradient_sum(
                 X,
                 Y,
@@ -204,9 +215,9 @@ def replay_iterations(
             # which is then exact (as in the exact method's count).
             n_exact += 1
             new_sum[:] = 0.0
-            exact[t] = True
-            weights[t] = w
-            gradients[t] = new_sum
+            out_exact[t] = True
+            out_weights[t] = w
+            out_gradients[t] = new_sum
             continue
         modelled = usable and b_old > 0.0
         approximate = modelled and not scheduled
@@ -216,6 +227,7 @@ def replay_iterations(
                 lbfgs_product(
                     pairs_s,
                     pairs_y,
+                    pair_slots,
                     first_pair,
                     n_pairs,
                     sigma,
@@ -254,21 +266,35 @@ def replay_iterations(
                 )
             # No batch Hessian is steeper than the per-row bound: a larger product
             # means the model is wrong here, so compute this iteration exactly.
-            limit = curvature_bound * np.sqrt(np.dot(step, step))
-            approximate = approximate and np.dot(estimate, estimate) <= limit * limit
-            # The model's loss-only gradient of the original batch at w.
-            _shift_to_loss_gradient(
-                estimate, gradients[t], weights[t], w, alpha, n_penalized
-            )
+            limit2 = curvature_bound * curvature_bound * step_norm2
+            approximate = approximate and np.dot(estimate, estimate) <= limit2
         if approximate:
-            # Loss-only sum over the new batch: old batch, minus removed, plus added.
-            for i in range(n_params):
-                new_sum[i] = b_old * estimate[i] - removed_sum[i] + added_sum[i]
-            exact[t] = False
+            _approximate_step(
+                estimate,
+                gradients[t],
+                weights[t],
+                w,
+                removed_sum,
+                added_sum,
+                has_removed,
+                has_added,
+                b_old,
+                b_new,
+                learning_rates[t],
+                alpha,
+                n_penalized,
+                out_weights[t],
+                out_gradients[t],
+            )
+            out_exact[t] = False
             move = learning_rates[t] * b_old / b_new
             exposure += move * move
         else:
             n_exact += 1
+            if not has_removed:
+                removed_sum[:] = 0.0
+            if not has_added:
+                added_sum[:] = 0.0
             new_sum[:] = 0.0
             gradient_sum(
                 X,
@@ -283,7 +309,11 @@ def replay_iterations(
                 new_sum,
             )
             if modelled and scheduled:
-                # Drift indicator: what the model would have predicted here.
+                # Drift indicator: what the model would have predicted here (the
+                # model's loss-only gradient of the original batch at w).
+                _shift_to_loss_gradient(
+                    estimate, gradients[t], weights[t], w, alpha, n_penalized
+                )
                 residual = 0.0
                 for i in range(n_params):
                     diff = (new_sum[i] - added_sum[i] + removed_sum[i]) / b_old
@@ -296,23 +326,30 @@ def replay_iterations(
                 pair_y = (new_sum - added_sum + removed_sum) / b_old - gradients[t]
                 add_penalty(step, alpha, n_penalized, pair_y)
                 n_pairs, accepted = lbfgs_push_pair(
-                    pairs_s, pairs_y, pairs_sy, pairs_ss, n_pairs, step, pair_y
+                    pairs_s,
+                    pairs_y,
+                    pairs_sy,
+                    pairs_ss,
+                    pair_slots,
+                    n_pairs,
+                    step,
+                    pair_y,
                 )
                 if accepted:
                     first_pair, sigma = lbfgs_factorize(
                         pairs_sy, pairs_ss, n_pairs, alpha, middle_inv
                     )
-            exact[t] = True
-        _record_and_step(
-            w,
-            new_sum,
-            b_new,
-            learning_rates[t],
-            alpha,
-            n_penalized,
-            weights[t],
-            gradients[t],
-        )
+            out_exact[t] = True
+            _record_and_step(
+                w,
+                new_sum,
+                b_new,
+                learning_rates[t],
+                alpha,
+                n_penalized,
+                out_weights[t],
+                out_gradients[t],
+            )
     return w, n_exact, residual_sum, n_checks, exposure
 
 
@@ -326,6 +363,50 @@ def _shift_to_loss_gradient(estimate, cached_gradient, w_old, w, alpha, n_penali
             value += alpha * w_old[i]
             value += -alpha * w[i]
         estimate[i] = value
+
+
+@njit(cache=True)
+def _approximate_step(
+    estimate,
+    cached_gradient,
+    w_old,
+    w,
+    removed_sum,
+    added_sum,
+    has_removed,
+    has_added,
+    b_old,
+    b_new,
+    learning_rate,
+    alpha,
+    n_penalized,
+    w_row,
+    g_row,
+):
+    """An approximate iteration's vector work in one pass over the parameters.
+
+    From the curvature model's product ``estimate = B s``: the modelled loss-only
+    gradient of the original batch at ``w`` (``B s + g_t + alpha P (w_t - w)``),
+    the new batch's loss-only sum (original, minus removed, plus added rows), then
+    as :func:`_record_and_step`.
+    """
+    for i in range(w.shape[0]):
+        wi = w[i]
+        value = estimate[i] + cached_gradient[i]
+        if i < n_penalized:
+            value += alpha * w_old[i]
+            value += -alpha * wi
+        total = b_old * value
+        if has_removed:
+            total -= removed_sum[i]
+        if has_added:
+            total += added_sum[i]
+        gradient = total / b_new
+        w_row[i] = wi
+        g_row[i] = gradient
+        if i < n_penalized:
+            gradient += alpha * wi
+        w[i] = wi - learning_rate * gradient
 
 
 @njit(cache=True)
@@ -423,7 +504,8 @@ def _old_grams(X, sample_weight, model, change, new_rows, changed, cache, settin
 
 
 def apply_change(X, Y, sample_weight, row_ids, model, change, cache, method, settings):
-    """Update ``cache`` (a copy) to the changed training set; return it and a report.
+    """The cache of the changed training set (a new one: ``cache`` is left as it
+    is, so that a failed request changes nothing) and the report.
 
     ``X``/``Y``/``sample_weight`` hold every row that the old or the new schedule
     mentions, with stable ids ``row_ids`` (sorted); ``X`` is a dense array or a
@@ -443,7 +525,8 @@ def apply_change(X, Y, sample_weight, row_ids, model, change, cache, method, set
     new_rows = lookup[schedule.batch_ids]
     t_start = change.first_changed_iteration
     n_iterations = schedule.n_iterations
-    cache = cache.copy()
+    old_cache = cache
+    cache = cache.successor(t_start if method == "deltagrad" else n_iterations)
     removed_rows = lookup[change.removed_ids]
     added_rows = lookup[change.added_ids]
     changed = (
@@ -504,6 +587,9 @@ def apply_change(X, Y, sample_weight, row_ids, model, change, cache, method, set
             settings.hessian_rows,
             bound,
             np.zeros((1, 1, 1)) if old_grams is None else old_grams,
+            old_cache.weights,
+            old_cache.gradients,
+            old_cache.exact,
             cache.weights,
             cache.gradients,
             cache.exact,

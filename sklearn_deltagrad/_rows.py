@@ -15,6 +15,13 @@ import scipy.sparse as sp
 from numba import njit
 
 
+def nonzeros_per_row(X):
+    """Mean number of non-zero values per row of a dense or sparse ``X`` (for a
+    sparse one, its stored values)."""
+    n_stored = X.nnz if sp.issparse(X) else np.count_nonzero(X)
+    return n_stored / max(X.shape[0], 1)
+
+
 @dataclass
 class TrainingRows:
     """Features, encoded targets, stable ids and weights of the live training rows."""

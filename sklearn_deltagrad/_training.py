@@ -8,7 +8,6 @@ unchanged). On the CPU the whole loop over iterations is one Numba function.
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.sparse as sp
 from numba import njit
 
 from ._curvature import GRAM
@@ -18,6 +17,7 @@ from ._kernels.cpu import (
     SQUARED,
     add_penalty,
     as_kernel_rows,
+    centered_square_norms,
     gradient_sum,
     weight_sum,
 )
@@ -94,9 +94,19 @@ class TrainingCache:
         )
 
     def copy(self):
+        return self.successor(self.weights.shape[0])
+
+    def successor(self, n_kept):
+        """A new cache that shares no memory with this one: iterations before
+        ``n_kept`` are copied, the rows of the later ones are left for the caller
+        to write (allocated, not filled: a replay writes each of them once)."""
+        weights = np.empty_like(self.weights)
+        gradients = np.empty_like(self.gradients)
+        weights[:n_kept] = self.weights[:n_kept]
+        gradients[:n_kept] = self.gradients[:n_kept]
         return TrainingCache(
-            self.weights.copy(),
-            self.gradients.copy(),
+            weights,
+            gradients,
             self.exact.copy(),
             self.final.copy(),
             None if self.grams is None else self.grams.copy(),
@@ -139,17 +149,11 @@ def _centered_row_norms(X, model):
     ``X`` may be dense (float64 or float32) or a scipy sparse matrix; the result is
     float64.
     """
-    offset = model.offset
-    if sp.issparse(X):
-        squares = np.asarray(X.multiply(X).sum(axis=1), dtype=np.float64).ravel()
-    else:
-        squares = np.einsum("ij,ij->i", X, X, dtype=np.float64)
-    return (
-        squares
-        - 2.0 * np.asarray(X @ offset, dtype=np.float64).ravel()
-        + offset @ offset
-        + float(model.fit_intercept)
+    norms = np.empty(X.shape[0])
+    centered_square_norms(
+        as_kernel_rows(X), model.offset, bool(model.fit_intercept), norms
     )
+    return norms
 
 
 def feature_means(X, sample_weight):

@@ -562,6 +562,17 @@ def hessian_rows_of(est):
     return 256 if est._model.n_outputs == 1 else 128
 
 
+def lbfgs_memory_of(est):
+    """The pairs ``lbfgs_memory="auto"`` stands for (the documented rule): 32, or
+    fewer (at least 2) so that ``4 m d <= K e / 2`` for ``e`` non-zeros of a batch
+    (``est._batch_nonzeros``: the mean batch's at fit)."""
+    if est.lbfgs_memory != "auto":
+        return est.lbfgs_memory
+    model = est._model
+    d = (model.n_features + int(model.fit_intercept)) * model.n_outputs
+    return int(min(32, max(2, est._batch_nonzeros * model.n_outputs // (8 * d))))
+
+
 def state_of(est):
     """A snapshot of an estimator's internal state as plain arrays (``X`` dense
     float64, ``sample_weight`` the rows' weights)."""
@@ -616,7 +627,7 @@ def replay_request(
         burn_in=est.burn_in,
         exact_period=est.exact_period,
         curvature=resolved_curvature(est),
-        lbfgs_memory=est.lbfgs_memory,
+        lbfgs_memory=lbfgs_memory_of(est),
         hessian_rows=hessian_rows_of(est),
         lbfgs_form=lbfgs_form,
         sample_weight=sample_weight,

@@ -6,6 +6,8 @@ import copy
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
+from sklearn.base import clone
 from sklearn.datasets import make_classification, make_regression
 
 from sklearn_deltagrad import DeltaGradLogisticRegression, DeltaGradRidge
@@ -284,3 +286,41 @@ def test_auto_hessian_rows():
     assert binary._replay_settings().hessian_rows == 256
     assert ridge._replay_settings().hessian_rows == 256
     assert resolve_hessian_rows(64, binary._model) == 64
+
+
+def test_auto_lbfgs_memory():
+    """``lbfgs_memory="auto"``: 32 pairs unless an L-BFGS product (about ``4 m d``
+    flops) would cost more than a quarter of a batch gradient (``2 K e`` for ``e``
+    non-zeros per batch, counted at fit); at least 2."""
+    X, y = make_classification(600, 30, n_informative=5, n_classes=3, random_state=0)
+    X[:, :10] *= np.arange(600)[:, None] % 2  # 10 columns: half zeros
+    dense = DeltaGradLogisticRegression(max_iter=2, batch_size=300, random_state=0)
+    dense.fit(X, y)
+    # Batches of 300 rows with 25 non-zeros each, K = 3, d = 31 * 3: 30 pairs.
+    assert dense._batch_nonzeros == 300 * 25
+    assert dense._replay_settings().lbfgs_memory == 30
+    # The same rows as a sparse matrix: the same memory.
+    sparse = clone(dense).fit(sp.csr_matrix(X), y)
+    assert sparse._replay_settings().lbfgs_memory == 30
+    dense.set_params(batch_size=100).fit(X, y)
+    # 100 * 25 * 3 // (8 * 93) = 10; fixed at fit, not changed by requests.
+    assert dense._replay_settings().lbfgs_memory == 10
+    dense.partial_unfit(indices=np.arange(0, 600, 2))
+    assert dense._replay_settings().lbfgs_memory == 10
+    dense.set_params(batch_size=600).fit(X, y)
+    assert dense._replay_settings().lbfgs_memory == 32
+    dense.set_params(lbfgs_memory=5)
+    assert dense._replay_settings().lbfgs_memory == 5
+    # Wide sparse rows (like TF-IDF): 2,000 columns, ~20 non-zeros per row,
+    # 256-row batches: 256 * 20 // (8 * 2001) = 0 -> the floor of 2 pairs.
+    rng = np.random.default_rng(0)
+    Xs = sp.random(800, 2000, density=0.01, format="csr", random_state=rng)
+    ys = rng.integers(0, 2, 800)
+    wide = DeltaGradLogisticRegression(
+        max_iter=4, batch_size=256, curvature="lbfgs", burn_in=2, random_state=0
+    ).fit(Xs, ys)
+    assert wide._replay_settings().lbfgs_memory == 2
+    assert ref.lbfgs_memory_of(wide) == 2
+    assert ref.lbfgs_memory_of(dense.set_params(lbfgs_memory="auto")) == 32
+    wide.partial_unfit(indices=[3, 300])
+    assert wide.last_update_.n_approximate_iterations > 0

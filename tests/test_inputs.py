@@ -129,7 +129,7 @@ def test_sparse_input_is_never_densified():
     sparse_bytes = X.data.nbytes + X.indices.nbytes + X.indptr.nbytes
     # A request copies the cache (so that a failure changes nothing) and the
     # replay holds its L-BFGS pairs; nothing of the size of the dense matrix.
-    lbfgs_bytes = 2 * est.lbfgs_memory * est._model.n_params * 8
+    lbfgs_bytes = 2 * est._replay_settings().lbfgs_memory * est._model.n_params * 8
     assert peak < 2 * sparse_bytes + 3 * est.cache_nbytes_ + lbfgs_bytes + 2**24
     assert peak < 0.01 * X.shape[0] * X.shape[1] * 8
 
@@ -157,7 +157,7 @@ def test_reuters_memory_stays_within_the_rows_and_the_cache(load_dataset):
         f"(fit) and {request_peak} B (request)"
     )
     assert fit_peak <= 2 * sparse_bytes + cache
-    lbfgs_bytes = 2 * est.lbfgs_memory * est._model.n_params * 8
+    lbfgs_bytes = 2 * est._replay_settings().lbfgs_memory * est._model.n_params * 8
     assert request_peak <= 2 * (sparse_bytes + cache) + lbfgs_bytes + 2**22
 
 

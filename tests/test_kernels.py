@@ -378,63 +378,72 @@ def curvature_pairs(d, n_pairs, seed=0):
 
 
 def empty_memory(memory, d):
-    """The L-BFGS state: pairs ``S``, ``Y`` and their inner products."""
+    """The L-BFGS state: pairs ``S``, ``Y``, their inner products and the ring of
+    their rows (oldest first)."""
     return (
         np.zeros((memory, d)),
         np.zeros((memory, d)),
         np.zeros((memory, memory)),
         np.zeros((memory, memory)),
+        np.arange(memory),
     )
 
 
 def push_all(pairs, memory, d):
-    S, Yp, SY, SS = empty_memory(memory, d)
+    S, Yp, SY, SS, slots = empty_memory(memory, d)
     n = 0
     for s, y in pairs:
-        n, _ = lbfgs_push_pair(S, Yp, SY, SS, n, s, y)
-    return S, Yp, SY, SS, n
+        n, _ = lbfgs_push_pair(S, Yp, SY, SS, slots, n, s, y)
+    return S, Yp, SY, SS, slots, n
 
 
 def test_lbfgs_push_pair_keeps_the_newest_usable_pairs():
     d, memory = 7, 3
     pairs, rng = curvature_pairs(d, 5)
-    S, Yp, SY, SS, n = push_all(pairs, memory, d)
+    S, Yp, SY, SS, slots, n = push_all(pairs, memory, d)
     assert n == memory
-    np.testing.assert_array_equal(S, np.array([s for s, _ in pairs[-3:]]))
-    np.testing.assert_array_equal(Yp, np.array([y for _, y in pairs[-3:]]))
-    # The inner products follow the pairs through the shifts.
-    np.testing.assert_allclose(SY, S @ Yp.T, rtol=1e-13)
-    np.testing.assert_allclose(SS, S @ S.T, rtol=1e-13)
+    # Five pairs through a ring of three rows: the oldest kept one is in row 2.
+    np.testing.assert_array_equal(slots, [2, 0, 1])
+    np.testing.assert_array_equal(S[slots], np.array([s for s, _ in pairs[-3:]]))
+    np.testing.assert_array_equal(Yp[slots], np.array([y for _, y in pairs[-3:]]))
+    # The inner products (in age order) follow the pairs through the drops.
+    np.testing.assert_allclose(SY, S[slots] @ Yp[slots].T, rtol=1e-13)
+    np.testing.assert_allclose(SS, S[slots] @ S[slots].T, rtol=1e-13)
     # Rejected: a tiny step, and a pair of non-positive curvature.
     tiny = np.full(d, 1e-17)
     for s, y in [(tiny, tiny), (pairs[0][0], -pairs[0][1]), (pairs[0][0], 0 * tiny)]:
-        state = tuple(a.copy() for a in (S, Yp, SY, SS))
+        state = tuple(a.copy() for a in (S, Yp, SY, SS, slots))
         assert lbfgs_push_pair(*state, n, s, y) == (n, False)
-        for after, before in zip(state, (S, Yp, SY, SS), strict=True):
+        for after, before in zip(state, (S, Yp, SY, SS, slots), strict=True):
             np.testing.assert_array_equal(after, before)
     # Not full: appended.
-    S3, Y3, SY3, SS3 = empty_memory(memory, d)
-    assert lbfgs_push_pair(S3, Y3, SY3, SS3, 0, *pairs[0]) == (1, True)
+    S3, Y3, SY3, SS3, slots3 = empty_memory(memory, d)
+    assert lbfgs_push_pair(S3, Y3, SY3, SS3, slots3, 0, *pairs[0]) == (1, True)
     np.testing.assert_array_equal(S3[0], pairs[0][0])
     assert SY3[0, 0] == pytest.approx(pairs[0][0] @ pairs[0][1], rel=1e-14)
     # Full: the oldest is dropped, the count stays, and the pair is accepted.
-    state = tuple(a.copy() for a in (S, Yp, SY, SS))
+    state = tuple(a.copy() for a in (S, Yp, SY, SS, slots))
     assert lbfgs_push_pair(*state, n, *pairs[0]) == (n, True)
-    np.testing.assert_allclose(state[2], state[0] @ state[1].T, rtol=1e-13)
+    ring = state[4]
+    np.testing.assert_array_equal(ring, [0, 1, 2])
+    np.testing.assert_array_equal(state[0][ring[-1]], pairs[0][0])
+    np.testing.assert_allclose(state[2], state[0][ring] @ state[1][ring].T, rtol=1e-13)
 
 
-@pytest.mark.parametrize("n_pairs", [1, 2, 4])
+@pytest.mark.parametrize("n_pairs", [1, 2, 4, 7])
 @pytest.mark.parametrize("alpha", [0.0, 0.05])
 def test_lbfgs_product_matches_dense_bfgs_matrix(n_pairs, alpha):
     d, memory = 9, 4
     pairs, rng = curvature_pairs(d, n_pairs, seed=n_pairs)
-    S, Yp, SY, SS, n = push_all(pairs, memory, d)
+    S, Yp, SY, SS, slots, n = push_all(pairs, memory, d)
     middle_inv = np.zeros((2 * memory, 2 * memory))
     first, sigma = lbfgs_factorize(SY, SS, n, alpha, middle_inv)
+    # With more pairs than memory, the ring keeps the newest ones.
+    pairs = pairs[-memory:]
     ref_first, ref_sigma, B = ref.lbfgs_model(pairs, alpha)
-    assert (first, n) == (ref_first, n_pairs) == (0, n_pairs)
+    k = min(n_pairs, memory)
+    assert (first, n) == (ref_first, k) == (0, k)
     assert sigma == pytest.approx(ref_sigma, rel=1e-14)
-    k = n_pairs
     np.testing.assert_allclose(
         middle_inv[: 2 * k, : 2 * k],
         np.linalg.inv(ref.lbfgs_middle(pairs, sigma)),
@@ -450,14 +459,14 @@ def test_lbfgs_product_matches_dense_bfgs_matrix(n_pairs, alpha):
     out = np.empty(d)
     for _ in range(3):
         v = rng.standard_normal(d)
-        lbfgs_product(S, Yp, first, n, sigma, middle_inv, v, out)
+        lbfgs_product(S, Yp, slots, first, n, sigma, middle_inv, v, out)
         assert rel_err(out, B @ v) < 1e-10
 
 
 def test_lbfgs_factorize_floors_sigma():
     d = 5
     pairs, _ = curvature_pairs(d, 2)
-    _, _, SY, SS, n = push_all(pairs, 2, d)
+    _, _, SY, SS, _, n = push_all(pairs, 2, d)
     middle_inv = np.zeros((4, 4))
     newest = pairs[-1][1] @ pairs[-1][0] / (pairs[-1][0] @ pairs[-1][0])
     big_alpha = 10 * newest
@@ -465,7 +474,7 @@ def test_lbfgs_factorize_floors_sigma():
     assert sigma == big_alpha
     # A pair of tiny curvature: sigma floored at 1e-8 even without alpha.
     s = pairs[0][0]
-    _, _, SY1, SS1, n1 = push_all([(s, 1e-9 * s / (s @ s))], 1, d)
+    _, _, SY1, SS1, _, n1 = push_all([(s, 1e-9 * s / (s @ s))], 1, d)
     _, sigma = lbfgs_factorize(SY1, SS1, n1, 0.0, middle_inv)
     assert sigma == pytest.approx(1e-8)
     assert ref.lbfgs_model([(s, 1e-9 * s / (s @ s))], 0.0)[1] == pytest.approx(1e-8)
@@ -484,7 +493,7 @@ def test_lbfgs_factorize_drops_oldest_pairs_when_ill_conditioned():
     # up: two of three pairs) is dropped, leaving the newest pair.
     s0, y0 = pairs[0]
     pairs[0] = (1e-7 * s0, 1e-7 * y0)
-    S, Yp, SY, SS, n = push_all(pairs, 3, d)
+    S, Yp, SY, SS, slots, n = push_all(pairs, 3, d)
     assert n == 3
     sigma = ref.lbfgs_sigma(pairs, 0.0)
     assert np.linalg.cond(ref.lbfgs_middle(pairs, sigma)) > 1e12
@@ -494,7 +503,7 @@ def test_lbfgs_factorize_drops_oldest_pairs_when_ill_conditioned():
     assert first == ref_first == 2
     out = np.empty(d)
     v = rng.standard_normal(d)
-    lbfgs_product(S, Yp, first, n, sigma, middle_inv, v, out)
+    lbfgs_product(S, Yp, slots, first, n, sigma, middle_inv, v, out)
     assert rel_err(out, B @ v) < 1e-10
 
 
@@ -573,3 +582,19 @@ def test_subsampled_hessian_product(
     exact = hess(kept) @ v / kept_weight + model.alpha * mask * v
     nothing = np.zeros(0, dtype=np.int64)
     assert rel_err(product(kept, kept_weight, nothing), exact) < 1e-10
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("fit_intercept", [True, False])
+def test_centered_square_norms(layout, fit_intercept):
+    """``||(x_i - offset, 1)||^2`` of every row (the bound on batch Hessians and the
+    step size rest on it), float32 rows squared in float64."""
+    X = make_problem(ref.SQUARED, 1, fit_intercept, n_samples=15)[0]
+    X = X * 1e3 + 0.1  # large values: float32 products would lose digits
+    X[4] = 0.0
+    rows, X64 = kernel_rows(X, layout)
+    offset = np.random.default_rng(1).standard_normal(X.shape[1])
+    out = np.empty(X.shape[0])
+    cpu.centered_square_norms(rows, offset, fit_intercept, out)
+    expected = ((X64 - offset) ** 2).sum(axis=1) + float(fit_intercept)
+    np.testing.assert_allclose(out, expected, rtol=1e-12)

@@ -84,6 +84,11 @@ def add_scaled_row(X, i, a, out):
     raise TypeError(_COMPILED_ONLY)
 
 
+def row_square_norm(X, i):
+    """``x_i . x_i``."""
+    raise TypeError(_COMPILED_ONLY)
+
+
 def row_into(X, i, out):
     """Write row ``i`` densely into ``out`` (of length ``p``)."""
     raise TypeError(_COMPILED_ONLY)
@@ -170,6 +175,22 @@ def _csr_row_dot(X, i, w):
     return total
 
 
+def _dense_row_square_norm(X, i):
+    total = 0.0
+    for j in range(X.shape[1]):
+        xij = np.float64(X[i, j])  # float32 rows: square in float64
+        total += xij * xij
+    return total
+
+
+def _csr_row_square_norm(X, i):
+    total = 0.0
+    for e in range(X.indptr[i], X.indptr[i + 1]):
+        xij = np.float64(X.data[e])
+        total += xij * xij
+    return total
+
+
 def _dense_add_scaled_row(X, i, a, out):
     for j in range(X.shape[1]):
         out[j] += X[i, j] * a
@@ -208,6 +229,7 @@ for _primitive, _dense, _csr in [
     (add_outer, _dense_add_outer, _csr_add_outer),
     (row_dot, _dense_row_dot, _csr_row_dot),
     (add_scaled_row, _dense_add_scaled_row, _csr_add_scaled_row),
+    (row_square_norm, _dense_row_square_norm, _csr_row_square_norm),
     (row_into, _dense_row_into, _csr_row_into),
 ]:
     _register_row_primitive(_primitive, _dense, _csr)
@@ -349,3 +371,12 @@ def add_penalty(w, alpha, n_penalized, out):
     """``out += alpha * P w``: the ridge penalty's gradient (intercepts excluded)."""
     for j in range(n_penalized):
         out[j] += alpha * w[j]
+
+
+@njit(cache=True, nogil=True)
+def centered_square_norms(X, offset, fit_intercept, out):
+    """``out[i] = ||(x_i - offset, 1)||^2`` for every row (the intercept column
+    only when ``fit_intercept``), expanded so that sparse rows stay sparse."""
+    base = np.dot(offset, offset) + (1.0 if fit_intercept else 0.0)
+    for i in range(out.shape[0]):
+        out[i] = row_square_norm(X, i) - 2.0 * row_dot(X, i, offset) + base
