@@ -598,3 +598,34 @@ def test_centered_square_norms(layout, fit_intercept):
     cpu.centered_square_norms(rows, offset, fit_intercept, out)
     expected = ((X64 - offset) ** 2).sum(axis=1) + float(fit_intercept)
     np.testing.assert_allclose(out, expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("layout", ["dense64", "dense32", "csr"])
+@pytest.mark.parametrize("n_rows", [31, 32, 256, 600])
+@pytest.mark.parametrize(
+    "loss, n_outputs",
+    [
+        pytest.param(ref.SQUARED, 3, id="squared-multi"),
+        pytest.param(ref.MULTINOMIAL, 4, id="multinomial"),
+    ],
+)
+def test_blocked_batch_sums_match_reference(loss, n_outputs, n_rows, layout):
+    """Dense rows of several outputs are summed through BLAS in blocks of 256 rows
+    from 32 rows on (row by row below, and for CSR rows): the same sums."""
+    X, Y, model, w, rng = make_problem(
+        loss, n_outputs, True, n_samples=700, n_features=9, centred=True
+    )
+    rows_in, X = kernel_rows(X, layout)
+    sample_weight = make_weights("random", X.shape[0])
+    rows = rng.integers(0, X.shape[0], n_rows).astype(np.int64)  # with repeats
+    row_weights = sample_weight[rows]
+    v = rng.standard_normal(w.size)
+    gradient = np.zeros(w.size)
+    product = np.zeros(w.size)
+    named = kernel_args(rows_in, Y, model, w, rows=rows, v=v)
+    call(cpu.gradient_sum, **named, out=gradient, sample_weight=sample_weight)
+    call(cpu.hessian_vector_sum, **named, out=product, sample_weight=sample_weight)
+    expected = ref.gradient_sum(X[rows], Y[rows], w, model, row_weights)
+    assert rel_err(gradient, expected) < 1e-10
+    hessian = ref.hessian(X[rows], Y[rows], w, model, row_weights)
+    assert rel_err(product, hessian @ v) < 1e-10

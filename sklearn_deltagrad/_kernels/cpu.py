@@ -10,7 +10,10 @@ loss, 0/1 for the binary logistic loss, the class index for the multinomial loss
 Rows ``X`` are a dense C-contiguous float64 or float32 array, or a :class:`CSRRows`
 (the arrays of a CSR matrix, never densified). The few row primitives that touch
 ``X`` (``linear_outputs``, ``add_outer``, ...) are compiled for either layout; every
-other kernel is written once on top of them.
+other kernel is written once on top of them. The batch sums of the multi-output
+losses have one more layout-specific step: dense batches of 32 rows or more are
+gathered in blocks of 256 float64 rows and multiplied through BLAS (``np.dot``),
+sparse ones go row by row.
 
 The model is parametrised around fixed feature means ``offset`` (zeros without an
 intercept): the outputs are ``(x - offset) W + b``. This is the same model with
@@ -290,6 +293,179 @@ def loss_curvature_product(loss, z, u, out):
             out[k] = out[k] * (u[k] - dot)
 
 
+# ------------------------------------------------------- batch sums, many outputs
+# Dense rows with several outputs go through BLAS in blocks of rows: gathered into
+# a float64 block, one matrix product for the outputs and one for the sum of the
+# rows' outer products (about 2.5x faster than row by row on covtype's 7 classes).
+# Few rows (a request's changed rows) and CSR rows stay row by row.
+_BLOCK_ROWS = 256
+_MIN_BLOCK_ROWS = 32
+
+
+def add_output_gradients(
+    X, Y, sample_weight, rows, w, shift, loss, n_outputs, out, total
+):
+    """``out[:p K] += sum_i s_i x_i (outer) r_i`` and ``total += sum_i s_i r_i`` for
+    the loss derivatives ``r_i`` at the outputs ``x_i W + shift``."""
+    raise TypeError(_COMPILED_ONLY)
+
+
+def add_output_hessian_products(
+    X, Y, sample_weight, rows, w, v, shift_w, shift_v, loss, n_outputs, out, total
+):
+    """As :func:`add_output_gradients` for ``r_i`` the loss's output Hessian at
+    ``x_i W + shift_w`` times the outputs ``x_i V + shift_v`` of ``v``."""
+    raise TypeError(_COMPILED_ONLY)
+
+
+@njit(cache=True)
+def _rowwise_output_gradients(
+    X, Y, sample_weight, rows, w, shift, loss, n_outputs, out, total
+):
+    z = np.empty(n_outputs)
+    r = np.empty(n_outputs)
+    for idx in range(rows.shape[0]):
+        i = rows[idx]
+        linear_outputs(X, i, w, shift, n_outputs, z)
+        loss_residual(loss, z, Y[i], r)
+        r *= sample_weight[i]
+        add_outer(X, i, r, n_outputs, out)
+        total += r
+
+
+@njit(cache=True)
+def _rowwise_output_hessian_products(
+    X, Y, sample_weight, rows, w, v, shift_w, shift_v, loss, n_outputs, out, total
+):
+    z = np.empty(n_outputs)
+    u = np.empty(n_outputs)
+    hu = np.empty(n_outputs)
+    for idx in range(rows.shape[0]):
+        i = rows[idx]
+        paired_linear_outputs(X, i, w, v, shift_w, shift_v, n_outputs, z, u)
+        loss_curvature_product(loss, z, u, hu)
+        hu *= sample_weight[i]
+        add_outer(X, i, hu, n_outputs, out)
+        total += hu
+
+
+@njit(cache=True)
+def _gather_block(X, rows, start, block):
+    """Rows ``rows[start:start + len(block)]`` of dense ``X`` into ``block``, as
+    float64."""
+    for idx in range(block.shape[0]):
+        i = rows[start + idx]
+        for j in range(X.shape[1]):
+            block[idx, j] = X[i, j]
+
+
+@njit(cache=True)
+def _add_block_outer(block, residuals, out):
+    """``out[:p K] += block' residuals`` in the flat parameter layout."""
+    n_outputs = residuals.shape[1]
+    products = np.dot(block.T, residuals)
+    for j in range(products.shape[0]):
+        for k in range(n_outputs):
+            out[j * n_outputs + k] += products[j, k]
+
+
+@njit(cache=True)
+def _dense_output_gradients(
+    X, Y, sample_weight, rows, w, shift, loss, n_outputs, out, total
+):
+    n_rows = rows.shape[0]
+    if n_rows < _MIN_BLOCK_ROWS:
+        _rowwise_output_gradients(
+            X, Y, sample_weight, rows, w, shift, loss, n_outputs, out, total
+        )
+        return
+    n_features = X.shape[1]
+    coefficients = np.ascontiguousarray(w[: n_features * n_outputs])
+    coefficients = coefficients.reshape((n_features, n_outputs))
+    block_buffer = np.empty((min(_BLOCK_ROWS, n_rows), n_features))
+    residual_buffer = np.empty((block_buffer.shape[0], n_outputs))
+    z = np.empty(n_outputs)
+    r = np.empty(n_outputs)
+    for start in range(0, n_rows, _BLOCK_ROWS):
+        size = min(_BLOCK_ROWS, n_rows - start)
+        block = block_buffer[:size]
+        residuals = residual_buffer[:size]
+        _gather_block(X, rows, start, block)
+        outputs = np.dot(block, coefficients)
+        for idx in range(size):
+            i = rows[start + idx]
+            for k in range(n_outputs):
+                z[k] = outputs[idx, k] + shift[k]
+            loss_residual(loss, z, Y[i], r)
+            for k in range(n_outputs):
+                residuals[idx, k] = r[k] * sample_weight[i]
+                total[k] += residuals[idx, k]
+        _add_block_outer(block, residuals, out)
+
+
+@njit(cache=True)
+def _dense_output_hessian_products(
+    X, Y, sample_weight, rows, w, v, shift_w, shift_v, loss, n_outputs, out, total
+):
+    n_rows = rows.shape[0]
+    if n_rows < _MIN_BLOCK_ROWS:
+        _rowwise_output_hessian_products(
+            X,
+            Y,
+            sample_weight,
+            rows,
+            w,
+            v,
+            shift_w,
+            shift_v,
+            loss,
+            n_outputs,
+            out,
+            total,
+        )
+        return
+    n_features = X.shape[1]
+    # Both parameter vectors side by side: one product gives both outputs.
+    paired = np.empty((n_features, 2 * n_outputs))
+    for j in range(n_features):
+        for k in range(n_outputs):
+            paired[j, k] = w[j * n_outputs + k]
+            paired[j, n_outputs + k] = v[j * n_outputs + k]
+    block_buffer = np.empty((min(_BLOCK_ROWS, n_rows), n_features))
+    product_buffer = np.empty((block_buffer.shape[0], n_outputs))
+    z = np.empty(n_outputs)
+    u = np.empty(n_outputs)
+    hu = np.empty(n_outputs)
+    for start in range(0, n_rows, _BLOCK_ROWS):
+        size = min(_BLOCK_ROWS, n_rows - start)
+        block = block_buffer[:size]
+        products = product_buffer[:size]
+        _gather_block(X, rows, start, block)
+        outputs = np.dot(block, paired)
+        for idx in range(size):
+            i = rows[start + idx]
+            for k in range(n_outputs):
+                z[k] = outputs[idx, k] + shift_w[k]
+                u[k] = outputs[idx, n_outputs + k] + shift_v[k]
+            loss_curvature_product(loss, z, u, hu)
+            for k in range(n_outputs):
+                products[idx, k] = hu[k] * sample_weight[i]
+                total[k] += products[idx, k]
+        _add_block_outer(block, products, out)
+
+
+# Registered like the row primitives (the compiled functions' Python sources).
+for _primitive, _dense, _csr in [
+    (add_output_gradients, _dense_output_gradients, _rowwise_output_gradients),
+    (
+        add_output_hessian_products,
+        _dense_output_hessian_products,
+        _rowwise_output_hessian_products,
+    ),
+]:
+    _register_row_primitive(_primitive, _dense.py_func, _csr.py_func)
+
+
 @njit(cache=True)
 def add_centered_totals(total, offset, n_outputs, fit_intercept, out):
     """Finish a sum of ``(x_i - offset, 1) (outer) r_i`` from ``total = sum_i r_i``."""
@@ -333,13 +509,9 @@ def gradient_sum(
             add_scaled_row(X, i, ri, out)
             total[0] += ri
     else:
-        for idx in range(rows.shape[0]):
-            i = rows[idx]
-            linear_outputs(X, i, w, shift, n_outputs, z)
-            loss_residual(loss, z, Y[i], r)
-            r *= sample_weight[i]
-            add_outer(X, i, r, n_outputs, out)
-            total += r
+        add_output_gradients(
+            X, Y, sample_weight, rows, w, shift, loss, n_outputs, out, total
+        )
     add_centered_totals(total, offset, n_outputs, fit_intercept, out)
 
 
@@ -350,19 +522,12 @@ def hessian_vector_sum(
     """Add the weighted sum over ``rows`` of the loss Hessians at ``w`` times ``v``."""
     shift_w = np.empty(n_outputs)
     shift_v = np.empty(n_outputs)
-    z = np.empty(n_outputs)
-    u = np.empty(n_outputs)
-    hu = np.empty(n_outputs)
     total = np.zeros(n_outputs)
     output_shift(w, offset, n_outputs, fit_intercept, shift_w)
     output_shift(v, offset, n_outputs, fit_intercept, shift_v)
-    for idx in range(rows.shape[0]):
-        i = rows[idx]
-        paired_linear_outputs(X, i, w, v, shift_w, shift_v, n_outputs, z, u)
-        loss_curvature_product(loss, z, u, hu)
-        hu *= sample_weight[i]
-        add_outer(X, i, hu, n_outputs, out)
-        total += hu
+    add_output_hessian_products(
+        X, Y, sample_weight, rows, w, v, shift_w, shift_v, loss, n_outputs, out, total
+    )
     add_centered_totals(total, offset, n_outputs, fit_intercept, out)
 
 
