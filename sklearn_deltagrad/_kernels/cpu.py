@@ -370,45 +370,75 @@ def _add_block_outer(block, residuals, out):
 
 
 @njit(cache=True)
-def _dense_output_gradients(
-    X, Y, sample_weight, rows, w, shift, loss, n_outputs, out, total
+def _blocked_output_sums(
+    X, Y, sample_weight, rows, columns, shifts, loss, n_outputs, hessian, out, total
 ):
+    """The dense batch sums of both primitives above, block by block of rows.
+
+    ``columns`` (``p x K``, or ``p x 2K`` with a direction ``v`` beside the
+    parameters) and ``shifts`` give the outputs by one matrix product per block;
+    each row's vector (the loss derivative, or with ``hessian`` the output Hessian
+    times the direction's outputs) is weighted, added to ``total``, and the block's
+    outer products to ``out`` by a second product.
+    """
     n_rows = rows.shape[0]
-    if n_rows < _MIN_BLOCK_ROWS:
-        _rowwise_output_gradients(
-            X, Y, sample_weight, rows, w, shift, loss, n_outputs, out, total
-        )
-        return
-    n_features = X.shape[1]
-    coefficients = np.ascontiguousarray(w[: n_features * n_outputs])
-    coefficients = coefficients.reshape((n_features, n_outputs))
-    block_buffer = np.empty((min(_BLOCK_ROWS, n_rows), n_features))
-    residual_buffer = np.empty((block_buffer.shape[0], n_outputs))
+    block_buffer = np.empty((min(_BLOCK_ROWS, n_rows), X.shape[1]))
+    vector_buffer = np.empty((block_buffer.shape[0], n_outputs))
     z = np.empty(n_outputs)
+    u = np.empty(n_outputs)
     r = np.empty(n_outputs)
     for start in range(0, n_rows, _BLOCK_ROWS):
         size = min(_BLOCK_ROWS, n_rows - start)
         block = block_buffer[:size]
-        residuals = residual_buffer[:size]
+        vectors = vector_buffer[:size]
         _gather_block(X, rows, start, block)
-        outputs = np.dot(block, coefficients)
+        outputs = np.dot(block, columns)
         for idx in range(size):
             i = rows[start + idx]
             for k in range(n_outputs):
-                z[k] = outputs[idx, k] + shift[k]
-            loss_residual(loss, z, Y[i], r)
+                z[k] = outputs[idx, k] + shifts[k]
+            if hessian:
+                for k in range(n_outputs):
+                    u[k] = outputs[idx, n_outputs + k] + shifts[n_outputs + k]
+                loss_curvature_product(loss, z, u, r)
+            else:
+                loss_residual(loss, z, Y[i], r)
             for k in range(n_outputs):
-                residuals[idx, k] = r[k] * sample_weight[i]
-                total[k] += residuals[idx, k]
-        _add_block_outer(block, residuals, out)
+                vectors[idx, k] = r[k] * sample_weight[i]
+                total[k] += vectors[idx, k]
+        _add_block_outer(block, vectors, out)
+
+
+@njit(cache=True)
+def _put_coefficients(w, n_outputs, columns, first):
+    """Columns ``first .. first + K - 1`` of ``columns`` (``p x ...``) = the
+    ``p x K`` coefficient block of the flat parameter vector ``w``."""
+    for j in range(columns.shape[0]):
+        for k in range(n_outputs):
+            columns[j, first + k] = w[j * n_outputs + k]
+
+
+@njit(cache=True)
+def _dense_output_gradients(
+    X, Y, sample_weight, rows, w, shift, loss, n_outputs, out, total
+):
+    if rows.shape[0] < _MIN_BLOCK_ROWS:
+        _rowwise_output_gradients(
+            X, Y, sample_weight, rows, w, shift, loss, n_outputs, out, total
+        )
+        return
+    columns = np.empty((X.shape[1], n_outputs))
+    _put_coefficients(w, n_outputs, columns, 0)
+    _blocked_output_sums(
+        X, Y, sample_weight, rows, columns, shift, loss, n_outputs, False, out, total
+    )
 
 
 @njit(cache=True)
 def _dense_output_hessian_products(
     X, Y, sample_weight, rows, w, v, shift_w, shift_v, loss, n_outputs, out, total
 ):
-    n_rows = rows.shape[0]
-    if n_rows < _MIN_BLOCK_ROWS:
+    if rows.shape[0] < _MIN_BLOCK_ROWS:
         _rowwise_output_hessian_products(
             X,
             Y,
@@ -424,34 +454,14 @@ def _dense_output_hessian_products(
             total,
         )
         return
-    n_features = X.shape[1]
-    # Both parameter vectors side by side: one product gives both outputs.
-    paired = np.empty((n_features, 2 * n_outputs))
-    for j in range(n_features):
-        for k in range(n_outputs):
-            paired[j, k] = w[j * n_outputs + k]
-            paired[j, n_outputs + k] = v[j * n_outputs + k]
-    block_buffer = np.empty((min(_BLOCK_ROWS, n_rows), n_features))
-    product_buffer = np.empty((block_buffer.shape[0], n_outputs))
-    z = np.empty(n_outputs)
-    u = np.empty(n_outputs)
-    hu = np.empty(n_outputs)
-    for start in range(0, n_rows, _BLOCK_ROWS):
-        size = min(_BLOCK_ROWS, n_rows - start)
-        block = block_buffer[:size]
-        products = product_buffer[:size]
-        _gather_block(X, rows, start, block)
-        outputs = np.dot(block, paired)
-        for idx in range(size):
-            i = rows[start + idx]
-            for k in range(n_outputs):
-                z[k] = outputs[idx, k] + shift_w[k]
-                u[k] = outputs[idx, n_outputs + k] + shift_v[k]
-            loss_curvature_product(loss, z, u, hu)
-            for k in range(n_outputs):
-                products[idx, k] = hu[k] * sample_weight[i]
-                total[k] += products[idx, k]
-        _add_block_outer(block, products, out)
+    # One product gives the outputs of both vectors.
+    columns = np.empty((X.shape[1], 2 * n_outputs))
+    _put_coefficients(w, n_outputs, columns, 0)
+    _put_coefficients(v, n_outputs, columns, n_outputs)
+    shifts = np.concatenate((shift_w, shift_v))
+    _blocked_output_sums(
+        X, Y, sample_weight, rows, columns, shifts, loss, n_outputs, True, out, total
+    )
 
 
 # Registered like the row primitives (the compiled functions' Python sources).
