@@ -35,13 +35,18 @@ from ._kernels.cpu import (
 def resolve_hessian_rows(hessian_rows, model):
     """Rows of the ``"hessian"`` model's sample for the ``hessian_rows`` parameter.
 
-    ``"auto"``: 128 rows, and 256 for single-output models (binary logistic,
-    single-target ridge), whose rows each carry one output's curvature instead of
-    ``n_outputs``: measured on covtype class 2 vs rest, 128 rows gave a fidelity
-    ratio of 0.066 and 256 rows 0.042, on a9a 0.073 and 0.048.
+    ``"auto"``: 128 rows for models of several outputs; single-output models
+    (binary logistic, single-target ridge), whose rows each carry one output's
+    curvature instead of ``n_outputs``, get four rows per parameter, at least 256
+    and at most 512. Measured (fidelity ratio after removing 0.1% of the rows): on
+    covtype class 2 vs rest (56 parameters) 0.066 with 128 rows, 0.042 with 256; on
+    a9a (124 parameters) 0.073, 0.048 and 0.034 with 128, 256 and 512 rows (mean of
+    three removals), the last for about 15% more replay time than 256.
     """
     if hessian_rows == "auto":
-        return 256 if model.n_outputs == 1 else 128
+        if model.n_outputs > 1:
+            return 128
+        return min(_MAX_AUTO_ROWS, max(256, 4 * model.n_params))
     return int(hessian_rows)
 
 
@@ -94,6 +99,9 @@ GRAM = 2
 
 CURVATURE_CODES = {"lbfgs": LBFGS, "hessian": HESSIAN, "gram": GRAM}
 CURVATURE_NAMES = {"auto", *CURVATURE_CODES}
+
+# The most rows hessian_rows="auto" samples.
+_MAX_AUTO_ROWS = 512
 
 # The most L-BFGS pairs lbfgs_memory="auto" keeps.
 _MAX_AUTO_PAIRS = 32

@@ -81,8 +81,9 @@ class DeltaGradLogisticRegression(ClassifierMixin, _BaseDeltaGrad):
         columns (see ``sklearn_deltagrad._curvature.resolve_lbfgs_memory``).
     hessian_rows : int or "auto", default="auto"
         Rows per Hessian-vector product of the ``"hessian"`` model. ``"auto"``:
-        256 for a single output (two classes, or one regression target), 128
-        otherwise (each row then carries the curvature of several outputs).
+        128 for several outputs; for a single output (two classes, or one
+        regression target), whose rows carry less curvature each, four rows per
+        parameter, at least 256 and at most 512.
     class_weight : dict, "balanced" or None, default=None
         Weights of the classes, ``{label: weight}``, multiplied into
         ``sample_weight``. ``"balanced"`` computes ``n_samples / (n_classes *
@@ -507,8 +508,9 @@ class DeltaGradRidge(RegressorMixin, _BaseDeltaGrad):
         columns (see ``sklearn_deltagrad._curvature.resolve_lbfgs_memory``).
     hessian_rows : int or "auto", default="auto"
         Rows per Hessian-vector product of the ``"hessian"`` model. ``"auto"``:
-        256 for a single output (two classes, or one regression target), 128
-        otherwise (each row then carries the curvature of several outputs).
+        128 for several outputs; for a single output (two classes, or one
+        regression target), whose rows carry less curvature each, four rows per
+        parameter, at least 256 and at most 512.
     max_change_share : float in (0, 1] or None, default=0.5
         Fallback: a ``method="deltagrad"`` request that removes or adds more than
         this share of the current training rows is served by the exact retrain

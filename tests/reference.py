@@ -559,7 +559,11 @@ def hessian_rows_of(est):
     """The rows ``hessian_rows="auto"`` stands for (the documented rule)."""
     if est.hessian_rows != "auto":
         return est.hessian_rows
-    return 256 if est._model.n_outputs == 1 else 128
+    model = est._model
+    if model.n_outputs > 1:
+        return 128
+    n_params = model.n_features + int(model.fit_intercept)
+    return min(512, max(256, 4 * n_params))
 
 
 def lbfgs_memory_of(est):

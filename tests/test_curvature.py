@@ -217,7 +217,7 @@ def test_auto_curvature_choice():
         # 3 classes x 21 columns = 63 parameters: 128 rows x 3 outputs >= 126.
         (DeltaGradLogisticRegression(), X, y, HESSIAN),
         (DeltaGradLogisticRegression(hessian_rows=16), X, y, LBFGS),
-        # Two classes x 101 columns: "auto" samples 256 rows (>= 202), 128 do not.
+        # Two classes x 101 columns: "auto" samples 404 rows (>= 202), 128 do not.
         (DeltaGradLogisticRegression(), Xb, yb, HESSIAN),
         (DeltaGradLogisticRegression(hessian_rows=128), Xb, yb, LBFGS),
     ]
@@ -277,7 +277,8 @@ def test_hessian_model_beats_paper_lbfgs_on_real_data(load_dataset):
 
 
 def test_auto_hessian_rows():
-    """``hessian_rows="auto"``: 256 rows for one output, 128 for several."""
+    """``hessian_rows="auto"``: 128 rows for several outputs; for one output four
+    per parameter, at least 256 and at most 512."""
     X, y = make_classification(200, 6, n_informative=4, n_classes=3, random_state=0)
     multi = DeltaGradLogisticRegression(max_iter=2, random_state=0).fit(X, y)
     binary = DeltaGradLogisticRegression(max_iter=2, random_state=0).fit(X, y > 0)
@@ -286,6 +287,11 @@ def test_auto_hessian_rows():
     assert binary._replay_settings().hessian_rows == 256
     assert ridge._replay_settings().hessian_rows == 256
     assert resolve_hessian_rows(64, binary._model) == 64
+    for n_features, rows in [(79, 320), (123, 496), (127, 512), (300, 512)]:
+        Xw = np.tile(X, (1, n_features // 6 + 1))[:, :n_features]
+        wide = DeltaGradLogisticRegression(max_iter=2, random_state=0).fit(Xw, y > 0)
+        assert wide._replay_settings().hessian_rows == rows
+        assert ref.hessian_rows_of(wide) == rows
 
 
 def test_auto_lbfgs_memory():
