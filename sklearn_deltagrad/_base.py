@@ -599,6 +599,8 @@ class _BaseDeltaGrad(BaseEstimator):
             )
         state.setdefault("storage_dir", None)  # pickles from before the parameter
         if "_rows" in state and "_batch_nonzeros" not in state:
+            # Pickles from before lbfgs_memory="auto": estimated from the current
+            # rows and the schedule's mean batch (fit used the rows it was given).
             schedule = state["_schedule"]
             batch = schedule.batch_ids.shape[0] / schedule.n_iterations
             state["_batch_nonzeros"] = nonzeros_per_row(state["_rows"].X) * batch
