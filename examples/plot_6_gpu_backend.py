@@ -3,10 +3,11 @@
 The GPU backend
 ======================
 
-The estimators take ``device="cpu" | "cuda" | "auto"``. Only the CPU backend
-(Numba ``@njit`` kernels) exists in this version: ``device="cuda"`` raises
-:class:`NotImplementedError` and ``device="auto"`` runs on the CPU. This example
-shows both behaviours, so it runs (and is skipped gracefully) on any machine.
+The estimators take ``device="cpu" | "cuda" | "auto"``. ``device="cuda"`` runs the
+training loop and the replay as Numba CUDA kernels on an NVIDIA GPU (install the
+``cuda`` extra); without a GPU it raises a :class:`RuntimeError`, and
+``device="auto"`` runs on the GPU when there is one, else on the CPU. This example
+runs on any machine: it uses the GPU where it finds one.
 """
 
 # %%
@@ -23,12 +24,13 @@ X = X / 16.0
 try:
     DeltaGradLogisticRegression(device="cuda", max_iter=5).fit(X, y)
     print("device='cuda' ran on the GPU")
-except NotImplementedError as error:
+except RuntimeError as error:
     print(f"GPU run skipped: {error}")
 
 # %%
-# ``device="auto"`` falls back to the CPU, with the same results as
-# ``device="cpu"``.
+# ``device="auto"`` uses the GPU if there is one, else the CPU. The two backends
+# sum in different orders, so their models agree to rounding (about 1e-15
+# relative), not bitwise.
 seconds, models = {}, {}
 for device in ["cpu", "auto"]:
     model = DeltaGradLogisticRegression(
@@ -39,11 +41,11 @@ for device in ["cpu", "auto"]:
     seconds[device] = time.perf_counter() - start
     models[device] = model
     print(f"device={device!r}: fit + removal in {seconds[device]:.3f} s")
-same = (models["cpu"].coef_ == models["auto"].coef_).all()
-print(f"same coefficients on 'cpu' and 'auto': {same}")
+gap = abs(models["cpu"].coef_ - models["auto"].coef_).max()
+print(f"largest coefficient difference between 'cpu' and 'auto': {gap:.2g}")
 
 fig, ax = plt.subplots(figsize=(5, 2.5))
 ax.barh([f"device={name!r}" for name in seconds], list(seconds.values()))
 ax.set_xlabel("fit + removal of 3 rows (s)")
-ax.set_title("digits on the CPU (no CUDA backend yet)")
+ax.set_title("digits: fit and a removal per device")
 fig.tight_layout()

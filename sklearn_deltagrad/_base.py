@@ -220,6 +220,7 @@ class _BaseDeltaGrad(BaseEstimator):
             schedule.learning_rates,
             0,
             cache,
+            resolve_device(self.device),
         )
         for name, value in encoding["attributes"].items():
             setattr(self, name, value)
@@ -377,6 +378,7 @@ class _BaseDeltaGrad(BaseEstimator):
         """
         n_before = self._rows.ids.shape[0]
         settings = self._replay_settings()
+        device = resolve_device(self.device)
         fallback = None
         used = method
         share = (n_removed + n_added) / n_before
@@ -398,6 +400,7 @@ class _BaseDeltaGrad(BaseEstimator):
                 self._cache,
                 how,
                 settings,
+                device,
             )
 
         cache, report = update(used)

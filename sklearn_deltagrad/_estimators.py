@@ -112,7 +112,12 @@ class DeltaGradLogisticRegression(ClassifierMixin, _BaseDeltaGrad):
         ``"gram"`` model's ``T * (n_features + 1)^2 * 8``. ``None`` disables the
         check.
     device : {"cpu", "cuda", "auto"}, default="cpu"
-        Where the kernels run. Only the CPU is implemented in this version.
+        Where training and requests run: ``"cpu"`` (Numba CPU kernels),
+        ``"cuda"`` (Numba CUDA kernels on an NVIDIA GPU: ``pip install
+        "sklearn_deltagrad[cuda]"``; without a GPU a :class:`RuntimeError` at
+        ``fit`` or at the request), ``"auto"`` (the GPU when one is present, else
+        the CPU). Resolved at each call; the fitted state stays on the host, so a
+        model can move between devices with ``set_params``.
     storage_dir : str, path-like or None, default=None
         A folder that keeps the fitted state (training rows, cache, schedule) on
         disk, memory-mapped instead of in RAM. ``fit`` and every request write the
@@ -532,7 +537,12 @@ class DeltaGradRidge(RegressorMixin, _BaseDeltaGrad):
         ``"gram"`` model's ``T * (n_features + 1)^2 * 8``. ``None`` disables the
         check.
     device : {"cpu", "cuda", "auto"}, default="cpu"
-        Where the kernels run. Only the CPU is implemented in this version.
+        Where training and requests run: ``"cpu"`` (Numba CPU kernels),
+        ``"cuda"`` (Numba CUDA kernels on an NVIDIA GPU: ``pip install
+        "sklearn_deltagrad[cuda]"``; without a GPU a :class:`RuntimeError` at
+        ``fit`` or at the request), ``"auto"`` (the GPU when one is present, else
+        the CPU). Resolved at each call; the fitted state stays on the host, so a
+        model can move between devices with ``set_params``.
     storage_dir : str, path-like or None, default=None
         A folder that keeps the fitted state (training rows, cache, schedule) on
         disk, memory-mapped instead of in RAM. ``fit`` and every request write the

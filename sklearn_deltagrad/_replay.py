@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
+from ._backend import cuda_loops
 from ._curvature import (
     GRAM,
     LBFGS,
@@ -503,7 +504,9 @@ def _old_grams(X, sample_weight, model, change, new_rows, changed, cache, settin
     return grams
 
 
-def apply_change(X, Y, sample_weight, row_ids, model, change, cache, method, settings):
+def apply_change(
+    X, Y, sample_weight, row_ids, model, change, cache, method, settings, device="cpu"
+):
     """The cache of the changed training set (a new one: ``cache`` is left as it
     is, so that a failed request changes nothing) and the report.
 
@@ -514,7 +517,8 @@ def apply_change(X, Y, sample_weight, row_ids, model, change, cache, method, set
     cached gradient is an estimate of an earlier replay, whichever comes first, so
     that its result is the reference retrain of the whole current training set.
     The report's ``drift`` is the replay's estimated error ``||w - w_exact||``
-    (absolute; see :func:`drift_estimate`).
+    (absolute; see :func:`drift_estimate`). ``device`` (``"cpu"`` or ``"cuda"``)
+    runs the loops.
     """
     start = time.perf_counter()
     bound = curvature_bound(X, model) if method == "deltagrad" else 0.0
@@ -558,10 +562,14 @@ def apply_change(X, Y, sample_weight, row_ids, model, change, cache, method, set
             schedule.learning_rates,
             t_start,
             cache,
+            device,
         )
         n_exact = n_iterations - t_start
     else:
-        final, n_exact, residual_sum, n_checks, exposure = replay_iterations(
+        replay = replay_iterations
+        if device == "cuda":
+            replay = cuda_loops().replay_iterations
+        final, n_exact, residual_sum, n_checks, exposure = replay(
             X,
             Y,
             sample_weight,

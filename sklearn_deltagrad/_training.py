@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
+from ._backend import cuda_loops
 from ._curvature import GRAM
 from ._kernels.cpu import (
     BINARY_LOGISTIC,
@@ -273,17 +274,28 @@ def sgd_iterations(
 
 
 def run_sgd(
-    X, Y, sample_weight, model, batch_ptr, batch_rows, learning_rates, t_start, cache
+    X,
+    Y,
+    sample_weight,
+    model,
+    batch_ptr,
+    batch_rows,
+    learning_rates,
+    t_start,
+    cache,
+    device="cpu",
 ):
     """Retrain exactly from iteration ``t_start`` of ``cache``, filling it in place.
 
     At ``t_start = 0`` this is training from zero parameters (``cache.weights[0]``).
-    ``X`` is a dense array or a scipy CSR matrix.
+    ``X`` is a dense array or a scipy CSR matrix; ``device`` is ``"cpu"`` or
+    ``"cuda"`` (resolved by :func:`~sklearn_deltagrad._backend.resolve_device`).
     """
     if t_start >= learning_rates.shape[0]:
         return cache
     w = cache.weights[t_start].copy()
-    cache.final[:] = sgd_iterations(
+    loop = sgd_iterations if device == "cpu" else cuda_loops().sgd_iterations
+    cache.final[:] = loop(
         as_kernel_rows(X),
         Y,
         sample_weight,

@@ -3,6 +3,16 @@ import os
 import pytest
 
 from benchmarks import datasets
+from sklearn_deltagrad._backend import cuda_simulated
+
+# The CUDA tests need a GPU or the simulator, which must be switched on before numba
+# is imported: they run in their own process (see tests/cuda/conftest.py). Without
+# the simulator, they are collected only where "auto" would pick a real GPU.
+if not cuda_simulated():
+    from sklearn_deltagrad._backend import resolve_device
+
+    if resolve_device("auto") != "cuda":
+        collect_ignore = ["cuda"]
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,8 @@ leave the estimator able to serve the next request as if the bad one never happe
 
 import copy
 import dataclasses
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -18,6 +20,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.utils._param_validation import InvalidParameterError
 
 from sklearn_deltagrad import DeltaGradLogisticRegression, DeltaGradRidge
+from sklearn_deltagrad._backend import resolve_device
 
 PARAMS = dict(batch_size=16, max_iter=4, burn_in=2, exact_period=3, random_state=0)
 N_FEATURES = 4
@@ -649,20 +652,24 @@ def test_invalid_parameter_set_after_fit(kind, params, match):
 
 
 CUDA_MESSAGE = (
-    r"device='cuda' is not available yet: the CUDA backend is not implemented.*"
-    r"use device='cpu' or device='auto'"
+    r"device='cuda' needs an NVIDIA GPU with a working CUDA driver and the "
+    r"numba-cuda package .*none was found.*Use device='cpu' or device='auto'"
 )
 
 
+@pytest.mark.skipif(
+    resolve_device("auto") == "cuda",
+    reason="a CUDA GPU is present: device='cuda' works here (tests/cuda test it)",
+)
 @pytest.mark.parametrize("kind", ["clf", "reg"])
-def test_cuda_device_is_a_clear_error(kind):
+def test_cuda_device_without_a_gpu_is_a_clear_error(kind):
     X, y = make_data(kind)
     est = unfitted(kind).set_params(device="cuda")
     before = snapshot(est)
-    with pytest.raises(NotImplementedError, match=CUDA_MESSAGE):
+    with pytest.raises(RuntimeError, match=CUDA_MESSAGE):
         est.fit(X, y)
     assert_unchanged(est, before)
-    with pytest.raises(NotImplementedError, match=CUDA_MESSAGE):
+    with pytest.raises(RuntimeError, match=CUDA_MESSAGE):
         if kind == "clf":
             est.partial_fit(X, y, classes=[0, 1, 2])
         else:
@@ -678,11 +685,14 @@ def test_cuda_device_is_a_clear_error(kind):
         ("partial_fit", (X[105:107], y[105:107]), {}),
         ("fit", (X, y), {}),
     ]:
-        call_and_check(est, method, args, kwargs, NotImplementedError, CUDA_MESSAGE)
+        call_and_check(est, method, args, kwargs, RuntimeError, CUDA_MESSAGE)
     est.set_params(device="cpu")
     assert_still_serves(est, kind)
 
 
+@pytest.mark.skipif(
+    resolve_device("auto") == "cuda", reason="a CUDA GPU is present: 'auto' uses it"
+)
 @pytest.mark.parametrize("kind", ["clf", "reg"])
 def test_auto_device_falls_back_to_cpu(kind):
     X, y = make_data(kind)
@@ -692,6 +702,22 @@ def test_auto_device_falls_back_to_cpu(kind):
         model.partial_unfit(indices=[3, 4]).partial_fit(X[:2], y[:2])
     for name in NAMED_STATE:
         _assert_same(_lookup(auto, name), _lookup(cpu, name), name)
+
+
+def test_the_cpu_backend_never_imports_numba_cuda():
+    """Importing the package and fitting on the CPU leave ``numba.cuda`` alone."""
+    code = (
+        "import sys, numpy as np\n"
+        "from sklearn_deltagrad import DeltaGradLogisticRegression\n"
+        "X = np.random.default_rng(0).standard_normal((30, 3))\n"
+        "est = DeltaGradLogisticRegression(batch_size=10, max_iter=2)\n"
+        "est.fit(X, X[:, 0] > 0).partial_unfit(indices=[1])\n"
+        "assert 'numba.cuda' not in sys.modules, 'numba.cuda was imported'\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr
 
 
 # ---------------------------------------------------------------- unfitted

@@ -1,0 +1,325 @@
+"""The training loop and the DeltaGrad replay on a CUDA device.
+
+Same signatures and results as the CPU loops :func:`~sklearn_deltagrad._training.
+sgd_iterations` and :func:`~sklearn_deltagrad._replay.replay_iterations` (host NumPy
+arrays in, the cache rows written back): the rows, the schedule and the old and new
+trajectories are copied to the GPU once, a host loop launches the kernels of
+:mod:`sklearn_deltagrad._kernels.cuda` for each iteration, and only the results come
+back. Per iteration the host reads at most a few scalars from the device: the
+squared norms that decide whether an approximate iteration is safe, a residual
+norm at the checked exact iterations, and the inner products of a new L-BFGS pair,
+whose small matrices (``2 m x 2 m``) are factorised on the host by the CPU code.
+
+Imported only when ``device="cuda"`` is requested.
+"""
+
+import math
+
+import numpy as np
+from numba import cuda
+
+from ._curvature import _MIN_CURVATURE, GRAM, LBFGS, lbfgs_factorize
+from ._kernels import cuda as kernels
+from ._kernels.cpu import CSRRows, weight_sum
+
+
+def _upload_rows(X):
+    if isinstance(X, CSRRows):
+        return CSRRows(*(cuda.to_device(np.ascontiguousarray(a)) for a in X))
+    return cuda.to_device(np.ascontiguousarray(X))
+
+
+def _max_rows(*ptrs):
+    return max(int(np.diff(ptr).max(initial=0)) for ptr in ptrs)
+
+
+def sgd_iterations(
+    X,
+    Y,
+    sample_weight,
+    batch_ptr,
+    batch_rows,
+    learning_rates,
+    alpha,
+    offset,
+    loss,
+    n_outputs,
+    fit_intercept,
+    t_start,
+    weights,
+    gradients,
+    exact,
+    w,
+):
+    """Run iterations ``t_start..T-1`` from ``w`` on the GPU, caching each (see the
+    CPU loop); ``w`` and the cache rows from ``t_start`` are written back."""
+    n_iterations = learning_rates.shape[0]
+    if t_start >= n_iterations:
+        return w
+    n_params = w.shape[0]
+    n_penalized = offset.shape[0] * n_outputs
+    d_X = _upload_rows(X)
+    d_Y = cuda.to_device(Y)
+    d_weight = cuda.to_device(sample_weight)
+    d_rows = cuda.to_device(batch_rows)
+    d_offset = cuda.to_device(offset)
+    d_w = cuda.to_device(w)
+    out_w = cuda.device_array((n_iterations - t_start, n_params))
+    out_g = cuda.device_array((n_iterations - t_start, n_params))
+    gradient = cuda.device_array(n_params)
+    workspace = kernels.Workspace(_max_rows(batch_ptr), offset.shape[0], n_outputs)
+    for t in range(t_start, n_iterations):
+        lo, hi = batch_ptr[t], batch_ptr[t + 1]
+        row = t - t_start
+        batch_weight = weight_sum(sample_weight, batch_rows[lo:hi])
+        if batch_weight == 0.0:
+            kernels.copy_row(d_w, out_w, row)
+            kernels.fill(out_g[row], 0.0)
+            continue
+        kernels.fill(gradient, 0.0)
+        kernels.gradient_sum(
+            d_X, d_Y, d_weight, d_rows[lo:hi], d_w, d_offset, loss, n_outputs,
+            fit_intercept, gradient, workspace,
+        )  # fmt: skip
+        kernels.record_and_step(
+            d_w, gradient, batch_weight, learning_rates[t], alpha, n_penalized,
+            out_w[row], out_g[row],
+        )  # fmt: skip
+    weights[t_start:] = out_w.copy_to_host()
+    gradients[t_start:] = out_g.copy_to_host()
+    exact[t_start:] = True
+    w[:] = d_w.copy_to_host()
+    return w
+
+
+class _PairMemory:
+    """The L-BFGS pairs: vectors on the device, their inner products on the host.
+
+    Mirrors :func:`~sklearn_deltagrad._curvature.lbfgs_push_pair` (a ring of rows,
+    ``SY``/``SS`` in age order) with the dot products computed on the GPU.
+    """
+
+    def __init__(self, memory, n_params, alpha):
+        self.memory = memory
+        self.alpha = alpha
+        self.S = cuda.device_array((memory, n_params))
+        self.Yp = cuda.device_array((memory, n_params))
+        self.SY = np.zeros((memory, memory))
+        self.SS = np.zeros((memory, memory))
+        self.slots = np.arange(memory)
+        self.d_slots = cuda.to_device(self.slots)
+        self.middle_inv = np.zeros((2 * memory, 2 * memory))
+        self.d_middle_inv = cuda.to_device(self.middle_inv)
+        self.projections = cuda.device_array(2 * memory)
+        self.coefficients = cuda.device_array(2 * memory)
+        self.dots = cuda.device_array(3 * memory)
+        self.n_pairs = 0
+        self.first = 0
+        self.sigma = 1.0
+
+    @property
+    def usable(self):
+        return self.first < self.n_pairs
+
+    def product(self, v, out):
+        kernels.lbfgs_product(
+            self.S, self.Yp, self.d_slots, self.first, self.n_pairs, self.sigma,
+            self.d_middle_inv, v, out, self.projections, self.coefficients,
+        )  # fmt: skip
+
+    def push(self, pair):
+        """Offer the pair ``(pair[0], pair[1]) = (s, y)``; refactorise if kept."""
+        index = cuda.to_device(np.array([0, 0, 1], dtype=np.int64))
+        kernels.row_dots(pair, index[:2], pair, index[1:], self.dots)
+        ss, sy = self.dots[:2].copy_to_host()
+        if ss <= 1e-30 or sy <= _MIN_CURVATURE * ss:
+            return
+        memory = self.memory
+        n = self.n_pairs
+        if n == memory:
+            self.slots = np.roll(self.slots, -1)
+            self.SY[:-1, :-1] = self.SY[1:, 1:].copy()
+            self.SS[:-1, :-1] = self.SS[1:, 1:].copy()
+            n -= 1
+        newest = int(self.slots[n])
+        kernels.copy_row(pair[0], self.S, newest)
+        kernels.copy_row(pair[1], self.Yp, newest)
+        self.d_slots = cuda.to_device(self.slots)
+        rows = self.d_slots[: n + 1]
+        zeros = cuda.to_device(np.zeros(n + 1, dtype=np.int64))
+        ones = cuda.to_device(np.ones(n + 1, dtype=np.int64))
+        kernels.row_dots(pair, zeros, self.Yp, rows, self.dots[: n + 1])
+        kernels.row_dots(self.S, rows, pair, ones, self.dots[n + 1 : 2 * n + 2])
+        kernels.row_dots(pair, zeros, self.S, rows, self.dots[2 * n + 2 : 3 * n + 3])
+        dots = self.dots[: 3 * n + 3].copy_to_host()
+        self.SY[n, : n + 1] = dots[: n + 1]
+        self.SY[: n + 1, n] = dots[n + 1 : 2 * n + 2]
+        self.SS[n, : n + 1] = dots[2 * n + 2 :]
+        self.SS[: n + 1, n] = dots[2 * n + 2 :]
+        self.n_pairs = n + 1
+        self.first, self.sigma = lbfgs_factorize(
+            self.SY, self.SS, self.n_pairs, self.alpha, self.middle_inv
+        )
+        self.d_middle_inv = cuda.to_device(self.middle_inv)
+
+
+def replay_iterations(
+    X,
+    Y,
+    sample_weight,
+    new_ptr,
+    new_rows,
+    removed_ptr,
+    removed_rows,
+    added_ptr,
+    added_rows,
+    new_batch_weights,
+    old_batch_weights,
+    learning_rates,
+    alpha,
+    offset,
+    loss,
+    n_outputs,
+    fit_intercept,
+    t_start,
+    burn_in,
+    exact_period,
+    curvature,
+    lbfgs_memory,
+    hessian_rows,
+    curvature_bound,
+    grams,
+    weights,
+    gradients,
+    exact,
+    out_weights,
+    out_gradients,
+    out_exact,
+):
+    """Replay iterations ``t_start..T-1`` on the GPU; arguments and result as the
+    CPU :func:`~sklearn_deltagrad._replay.replay_iterations`."""
+    n_iterations, n_params = weights.shape
+    n_penalized = offset.shape[0] * n_outputs
+    d_X = _upload_rows(X)
+    d_Y = cuda.to_device(Y)
+    d_weight = cuda.to_device(sample_weight)
+    d_new_rows = cuda.to_device(new_rows)
+    d_removed = cuda.to_device(removed_rows)
+    d_added = cuda.to_device(added_rows)
+    d_offset = cuda.to_device(offset)
+    old_w = cuda.to_device(np.ascontiguousarray(weights[t_start:]))
+    old_g = cuda.to_device(np.ascontiguousarray(gradients[t_start:]))
+    d_grams = cuda.to_device(grams[t_start:]) if curvature == GRAM else None
+    out_w = cuda.device_array((n_iterations - t_start, n_params))
+    out_g = cuda.device_array((n_iterations - t_start, n_params))
+    w = weights[t_start].copy()
+    d_w = cuda.to_device(w)
+    workspace = kernels.Workspace(
+        _max_rows(new_ptr, removed_ptr, added_ptr), offset.shape[0], n_outputs
+    )
+    pairs = _PairMemory(lbfgs_memory if curvature == LBFGS else 1, n_params, alpha)
+    pair = cuda.device_array((2, n_params))
+    step, pair_y = pair[0], pair[1]
+    vectors = cuda.device_array((6, n_params))
+    midpoint, estimate, new_sum, removed_sum, added_sum, removed_part = vectors
+    norms = cuda.to_device(np.zeros(4))
+    bound2 = curvature_bound * curvature_bound
+    n_exact = 0
+    residual_sum = 0.0
+    n_checks = 0
+    exposure = 0.0
+    for t in range(t_start, n_iterations):
+        row = t - t_start
+        lo, hi = new_ptr[t], new_ptr[t + 1]
+        removed_t = d_removed[removed_ptr[t] : removed_ptr[t + 1]]
+        added_t = d_added[added_ptr[t] : added_ptr[t + 1]]
+        b_old = old_batch_weights[t]
+        b_new = new_batch_weights[t]
+        w_old, g_old = old_w[row], old_g[row]
+        kernels.step_from(d_w, w_old, step, midpoint, norms)
+        has_removed = removed_t.shape[0] > 0
+        has_added = added_t.shape[0] > 0
+        for rows, total in ((removed_t, removed_sum), (added_t, added_sum)):
+            if rows.shape[0]:
+                kernels.fill(total, 0.0)
+                kernels.gradient_sum(
+                    d_X, d_Y, d_weight, rows, d_w, d_offset, loss, n_outputs,
+                    fit_intercept, total, workspace,
+                )  # fmt: skip
+        scheduled = t < burn_in or (t - burn_in) % exact_period == 0
+        usable = curvature != LBFGS or pairs.usable
+        if b_new == 0.0:
+            n_exact += 1
+            out_exact[t] = True
+            kernels.copy_row(d_w, out_w, row)
+            kernels.fill(out_g[row], 0.0)
+            continue
+        modelled = usable and b_old > 0.0
+        approximate = modelled and not scheduled
+        if modelled:
+            if curvature == LBFGS:
+                pairs.product(step, estimate)
+            elif curvature == GRAM:
+                kernels.gram_product(
+                    d_grams[row], b_old, step, alpha, n_outputs, n_penalized, estimate
+                )
+            else:
+                a_lo, a_hi = added_ptr[t], added_ptr[t + 1]
+                r_lo, r_hi = removed_ptr[t], removed_ptr[t + 1]
+                n_sample = min(hessian_rows, hi - lo - (a_hi - a_lo))
+                kernels.subsampled_hessian_product(
+                    d_X, d_Y, d_weight, d_new_rows[lo : lo + n_sample],
+                    weight_sum(sample_weight, new_rows[lo : lo + n_sample]),
+                    b_new - weight_sum(sample_weight, added_rows[a_lo:a_hi]),
+                    removed_t, weight_sum(sample_weight, removed_rows[r_lo:r_hi]),
+                    midpoint, step, alpha, d_offset, loss, n_outputs, fit_intercept,
+                    estimate, workspace, removed_part,
+                )  # fmt: skip
+            if approximate:
+                # No batch Hessian is steeper than the per-row bound.
+                kernels.square_norm(estimate, norms, 1)
+                step_norm2, estimate_norm2 = norms[:2].copy_to_host()
+                approximate = estimate_norm2 <= bound2 * step_norm2
+        if approximate:
+            kernels.approximate_step(
+                estimate, g_old, w_old, d_w, removed_sum, added_sum, has_removed,
+                has_added, b_old, b_new, learning_rates[t], alpha, n_penalized,
+                out_w[row], out_g[row],
+            )  # fmt: skip
+            out_exact[t] = False
+            move = learning_rates[t] * b_old / b_new
+            exposure += move * move
+            continue
+        n_exact += 1
+        # The exact iteration's formulas read the sums also where they are empty.
+        for rows, total in ((removed_t, removed_sum), (added_t, added_sum)):
+            if not rows.shape[0]:
+                kernels.fill(total, 0.0)
+        kernels.fill(new_sum, 0.0)
+        kernels.gradient_sum(
+            d_X, d_Y, d_weight, d_new_rows[lo:hi], d_w, d_offset, loss, n_outputs,
+            fit_intercept, new_sum, workspace,
+        )  # fmt: skip
+        if modelled and scheduled:
+            # Drift indicator: the model's prediction against the exact gradient.
+            kernels.residual_square_norm(
+                estimate, g_old, w_old, d_w, alpha, n_penalized, new_sum, added_sum,
+                removed_sum, b_old, norms, 2,
+            )  # fmt: skip
+            residual_sum += math.sqrt(norms[2:3].copy_to_host()[0])
+            n_checks += 1
+        if curvature == LBFGS and exact[t] and b_old > 0.0:
+            kernels.pair_difference(
+                new_sum, added_sum, removed_sum, b_old, g_old, step, alpha,
+                n_penalized, pair_y,
+            )  # fmt: skip
+            pairs.push(pair)
+        out_exact[t] = True
+        kernels.record_and_step(
+            d_w, new_sum, b_new, learning_rates[t], alpha, n_penalized, out_w[row],
+            out_g[row],
+        )  # fmt: skip
+    out_weights[t_start:] = out_w.copy_to_host()
+    out_gradients[t_start:] = out_g.copy_to_host()
+    w[:] = d_w.copy_to_host()
+    return w, n_exact, residual_sum, n_checks, exposure

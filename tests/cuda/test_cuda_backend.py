@@ -1,0 +1,251 @@
+"""The CUDA backend against the CPU backend and the NumPy reference.
+
+Run on a GPU, or on the CPU in Numba's simulator (tiny problems: every simulated
+thread is a Python thread):
+
+    NUMBA_ENABLE_CUDASIM=1 python -m pytest tests/cuda
+"""
+
+import pickle
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from numba import cuda
+
+from sklearn_deltagrad import DeltaGradLogisticRegression, DeltaGradRidge
+from sklearn_deltagrad._backend import cuda_simulated, resolve_device
+from sklearn_deltagrad._curvature import (
+    lbfgs_factorize,
+    lbfgs_product,
+    lbfgs_push_pair,
+)
+from sklearn_deltagrad._kernels import cpu
+from sklearn_deltagrad._kernels import cuda as kernels
+
+from .. import reference as ref
+from ..test_kernels import LOSSES, kernel_rows, make_problem, make_weights, rel_err
+
+LAYOUTS = ["dense64", "dense32", "csr", "csr-unsorted"]
+TOL = 1e-9
+
+
+def to_device_rows(rows):
+    if isinstance(rows, cpu.CSRRows):
+        return cpu.CSRRows(*(cuda.to_device(np.ascontiguousarray(a)) for a in rows))
+    return cuda.to_device(rows)
+
+
+# ------------------------------------------------------------------ kernels
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("loss, n_outputs", LOSSES)
+def test_batch_sums_match_numpy(loss, n_outputs, layout):
+    """Gradient and Hessian-vector sums over a batch (several chunks of rows, rows
+    repeated and out of order, weights with zeros) against the NumPy reference."""
+    X, Y, model, w, rng = make_problem(
+        loss, n_outputs, True, n_samples=40, centred=True
+    )
+    rows_k, X64 = kernel_rows(X, layout)
+    weights = make_weights("random", X.shape[0])
+    rows = rng.integers(0, X.shape[0], size=37)
+    v = rng.standard_normal(w.shape[0])
+    d_X = to_device_rows(rows_k)
+    d_Y, d_s = cuda.to_device(Y), cuda.to_device(weights)
+    d_rows, d_offset = cuda.to_device(rows), cuda.to_device(model.offset)
+    workspace = kernels.Workspace(rows.size, X.shape[1], n_outputs)
+    start = rng.standard_normal(w.shape[0])  # kernels add into their output
+    out = cuda.to_device(start)
+    kernels.gradient_sum(
+        d_X, d_Y, d_s, d_rows, cuda.to_device(w), d_offset, loss, n_outputs, True,
+        out, workspace,
+    )  # fmt: skip
+    expected = start + ref.gradient_sum(X64[rows], Y[rows], w, model, weights[rows])
+    assert rel_err(out.copy_to_host(), expected) < 1e-12
+    out = cuda.to_device(start)
+    kernels.hessian_vector_sum(
+        d_X, d_Y, d_s, d_rows, cuda.to_device(w), cuda.to_device(v), d_offset, loss,
+        n_outputs, True, out, workspace,
+    )  # fmt: skip
+    expected = start + ref.hessian_vector_sum(
+        X64[rows], Y[rows], w, v, model, weights[rows]
+    )
+    assert rel_err(out.copy_to_host(), expected) < 1e-12
+
+
+def test_lbfgs_product_matches_cpu_after_the_ring_wraps():
+    rng = np.random.default_rng(0)
+    n_params, memory = 37, 3
+    S, Yp = np.zeros((memory, n_params)), np.zeros((memory, n_params))
+    SY, SS = np.zeros((memory, memory)), np.zeros((memory, memory))
+    slots = np.arange(memory)
+    middle_inv = np.zeros((2 * memory, 2 * memory))
+    n_pairs = 0
+    A = rng.standard_normal((n_params, n_params))
+    hessian = A @ A.T / n_params + np.eye(n_params)
+    for _ in range(5):  # more pairs than the memory holds
+        s = rng.standard_normal(n_params)
+        n_pairs, _ = lbfgs_push_pair(S, Yp, SY, SS, slots, n_pairs, s, hessian @ s)
+    first, sigma = lbfgs_factorize(SY, SS, n_pairs, 0.1, middle_inv)
+    v = rng.standard_normal(n_params)
+    expected = np.empty(n_params)
+    lbfgs_product(S, Yp, slots, first, n_pairs, sigma, middle_inv, v, expected)
+    out = cuda.device_array(n_params)
+    kernels.lbfgs_product(
+        cuda.to_device(S), cuda.to_device(Yp), cuda.to_device(slots), first,
+        n_pairs, sigma, cuda.to_device(middle_inv), cuda.to_device(v), out,
+        cuda.device_array(2 * memory), cuda.device_array(2 * memory),
+    )  # fmt: skip
+    assert rel_err(out.copy_to_host(), expected) < 1e-12
+
+
+def test_reductions_are_deterministic_and_exact():
+    rng = np.random.default_rng(1)
+    v = rng.standard_normal(1000)
+    norms = cuda.to_device(np.zeros(4))
+    results = set()
+    for _ in range(2):
+        kernels.square_norm(cuda.to_device(v), norms, 3)
+        results.add(float(norms.copy_to_host()[3]))
+    assert len(results) == 1
+    assert abs(results.pop() - v @ v) < 1e-12 * (v @ v)
+
+
+# ------------------------------------------------------- estimators: CPU vs CUDA
+def make_data(kind, n_samples=60, seed=0, layout="dense64"):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n_samples, 5)) + [0.5, 0.0, -1.0, 0.0, 2.0]
+    X[rng.random(X.shape) < 0.3] = 0.0
+    if kind == "binary":
+        y = (X[:, 0] + rng.standard_normal(n_samples) > 0.5).astype(int)
+    elif kind == "multiclass":
+        y = rng.integers(0, 3, n_samples)
+    elif kind == "ridge":
+        y = X @ [1.0, -2.0, 0.5, 0.0, 1.0] + rng.standard_normal(n_samples)
+    else:
+        y = rng.standard_normal((n_samples, 2))
+    if layout == "csr":
+        X = sp.csr_matrix(X)
+    elif layout == "dense32":
+        X = X.astype(np.float32)
+    return X, y
+
+
+def make_estimator(kind, **params):
+    settings = dict(
+        batch_size=20, max_iter=3, burn_in=2, exact_period=3, random_state=0
+    )
+    settings.update(params)
+    if kind in ("binary", "multiclass"):
+        return DeltaGradLogisticRegression(**settings)
+    return DeltaGradRidge(**settings)
+
+
+def model_of(est):
+    return np.append(np.ravel(est.coef_), np.ravel(est.intercept_))
+
+
+def run_sequence(est, X, y, device):
+    """fit, remove, add (weighted), remove by value, an exact request: the model
+    after each step and the update reports."""
+    est.set_params(device=device).fit(X, y)
+    states = [model_of(est)]
+    est.partial_unfit(indices=[1, 5, 7, 30, 44])
+    states.append(model_of(est))
+    est.partial_fit(X[:4], y[:4], sample_weight=[1.0, 2.0, 0.5, 1.0])
+    states.append(model_of(est))
+    est.partial_unfit(X[[10, 11]], y[[10, 11]])
+    states.append(model_of(est))
+    est.partial_unfit(indices=[20], method="exact")
+    states.append(model_of(est))
+    counts = [
+        (r.n_exact_iterations, r.n_approximate_iterations) for r in est.update_log_
+    ]
+    return states, counts
+
+
+CASES = [
+    ("binary", "lbfgs", "dense64"),
+    ("binary", "hessian", "csr"),
+    ("binary", "hessian", "dense32"),
+    ("multiclass", "lbfgs", "csr"),
+    ("multiclass", "hessian", "dense64"),
+    ("ridge", "gram", "dense64"),
+    ("ridge", "hessian", "csr"),
+    ("ridge-multi", "lbfgs", "dense32"),
+]
+
+
+@pytest.mark.parametrize("kind, curvature, layout", CASES)
+def test_cuda_matches_cpu_through_a_sequence_of_requests(kind, curvature, layout):
+    X, y = make_data(kind, layout=layout)
+    params = dict(curvature=curvature, lbfgs_memory=3, hessian_rows=8)
+    cpu_states, cpu_counts = run_sequence(make_estimator(kind, **params), X, y, "cpu")
+    gpu_states, gpu_counts = run_sequence(make_estimator(kind, **params), X, y, "cuda")
+    assert gpu_counts == cpu_counts
+    assert any(n_approx > 0 for _, n_approx in gpu_counts)
+    for step, (a, b) in enumerate(zip(gpu_states, cpu_states, strict=True)):
+        assert rel_err(a, b) < TOL, f"step {step}"
+
+
+def test_cuda_matches_the_numpy_exact_retrain():
+    """``method="exact"`` on CUDA is the reference retrain on the changed schedule."""
+    X, y = make_data("multiclass")
+    est = make_estimator("multiclass", device="cuda").fit(X, y)
+    est.partial_unfit(indices=[2, 3, 50], method="exact")
+    schedule = est._schedule
+    model = ref.Model(
+        ref.MULTINOMIAL, 3, True, est.alpha, X.shape[1], est._model.offset
+    )
+    ids = est.sample_ids_
+    _, _, final = ref.exact_retrain(
+        X[ids], y[ids].reshape(-1, 1).astype(float), ids, model,
+        schedule.batch_ptr, schedule.batch_ids, schedule.learning_rates,
+    )  # fmt: skip
+    coef, intercept = ref.sklearn_coefficients(final, model)
+    assert rel_err(est.coef_, coef) < TOL
+    assert rel_err(est.intercept_, intercept) < TOL
+
+
+@pytest.mark.parametrize("kind", ["multiclass", "ridge"])
+def test_cuda_fit_and_replay_are_deterministic(kind):
+    X, y = make_data(kind, layout="csr")
+    runs = [run_sequence(make_estimator(kind), X, y, "cuda")[0] for _ in range(2)]
+    for a, b in zip(*runs, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_class_weight_and_sample_weight_on_cuda():
+    X, y = make_data("multiclass")
+    weights = np.random.default_rng(3).uniform(0.0, 2.0, y.size)
+    models = []
+    for device in ("cpu", "cuda"):
+        est = make_estimator("multiclass", class_weight="balanced", device=device)
+        est.fit(X, y, sample_weight=weights).partial_unfit(indices=[0, 9])
+        models.append(model_of(est))
+    assert rel_err(models[1], models[0]) < TOL
+
+
+# ---------------------------------------------------------------- portability
+def test_a_model_fitted_on_cuda_continues_on_the_cpu_and_back():
+    X, y = make_data("binary")
+    gpu = make_estimator("binary", device="cuda").fit(X, y)
+    loaded = pickle.loads(pickle.dumps(gpu))
+    for name in ("coef_", "intercept_"):
+        assert isinstance(getattr(loaded, name), np.ndarray)  # plain host arrays
+    np.testing.assert_array_equal(loaded.predict(X), gpu.predict(X))
+    loaded.set_params(device="cpu").partial_unfit(indices=[3, 4])
+    gpu.partial_unfit(indices=[3, 4])
+    assert rel_err(model_of(loaded), model_of(gpu)) < TOL
+    # And a CPU model continues on CUDA.
+    loaded.partial_fit(X[:2], y[:2])
+    gpu.set_params(device="cpu").partial_fit(X[:2], y[:2])
+    loaded.set_params(device="cuda").partial_unfit(indices=[8])
+    gpu.partial_unfit(indices=[8])
+    assert rel_err(model_of(loaded), model_of(gpu)) < TOL
+
+
+def test_device_resolution():
+    assert resolve_device("cpu") == "cpu"
+    assert resolve_device("cuda") == "cuda"
+    # The simulator is not a GPU: "auto" stays on the CPU there.
+    assert resolve_device("auto") == ("cpu" if cuda_simulated() else "cuda")
