@@ -29,6 +29,19 @@ def _upload_rows(X):
     return cuda.to_device(np.ascontiguousarray(X))
 
 
+def _upload(X, Y, sample_weight, offset, n_iterations, n_params):
+    """The rows, targets, weights and offset on the device, and the device rows
+    for the new trajectory's ``n_iterations`` iterates and gradients."""
+    return (
+        _upload_rows(X),
+        cuda.to_device(Y),
+        cuda.to_device(sample_weight),
+        cuda.to_device(offset),
+        cuda.device_array((n_iterations, n_params)),
+        cuda.device_array((n_iterations, n_params)),
+    )
+
+
 def _max_rows(*ptrs):
     return max(int(np.diff(ptr).max(initial=0)) for ptr in ptrs)
 
@@ -58,14 +71,11 @@ def sgd_iterations(
         return w
     n_params = w.shape[0]
     n_penalized = offset.shape[0] * n_outputs
-    d_X = _upload_rows(X)
-    d_Y = cuda.to_device(Y)
-    d_weight = cuda.to_device(sample_weight)
+    d_X, d_Y, d_weight, d_offset, out_w, out_g = _upload(
+        X, Y, sample_weight, offset, n_iterations - t_start, n_params
+    )
     d_rows = cuda.to_device(batch_rows)
-    d_offset = cuda.to_device(offset)
     d_w = cuda.to_device(w)
-    out_w = cuda.device_array((n_iterations - t_start, n_params))
-    out_g = cuda.device_array((n_iterations - t_start, n_params))
     gradient = cuda.device_array(n_params)
     workspace = kernels.Workspace(_max_rows(batch_ptr), offset.shape[0], n_outputs)
     for t in range(t_start, n_iterations):
@@ -200,18 +210,15 @@ def replay_iterations(
     CPU :func:`~sklearn_deltagrad._replay.replay_iterations`."""
     n_iterations, n_params = weights.shape
     n_penalized = offset.shape[0] * n_outputs
-    d_X = _upload_rows(X)
-    d_Y = cuda.to_device(Y)
-    d_weight = cuda.to_device(sample_weight)
+    d_X, d_Y, d_weight, d_offset, out_w, out_g = _upload(
+        X, Y, sample_weight, offset, n_iterations - t_start, n_params
+    )
     d_new_rows = cuda.to_device(new_rows)
     d_removed = cuda.to_device(removed_rows)
     d_added = cuda.to_device(added_rows)
-    d_offset = cuda.to_device(offset)
     old_w = cuda.to_device(np.ascontiguousarray(weights[t_start:]))
     old_g = cuda.to_device(np.ascontiguousarray(gradients[t_start:]))
     d_grams = cuda.to_device(grams[t_start:]) if curvature == GRAM else None
-    out_w = cuda.device_array((n_iterations - t_start, n_params))
-    out_g = cuda.device_array((n_iterations - t_start, n_params))
     w = weights[t_start].copy()
     d_w = cuda.to_device(w)
     workspace = kernels.Workspace(

@@ -319,7 +319,7 @@ def gradient_sum(
     if n_rows == 0:
         return
     shift, r = workspace.shift_w, workspace.outputs
-    _output_shifts[1, 2 * n_outputs](
+    _output_shifts[_blocks(2 * n_outputs), THREADS](
         w, w, offset, n_outputs, fit_intercept, shift, workspace.shift_v
     )
     if isinstance(X, CSRRows):
@@ -344,7 +344,7 @@ def hessian_vector_sum(
         return
     shift_w, shift_v = workspace.shift_w, workspace.shift_v
     r, u = workspace.outputs, workspace.directions
-    _output_shifts[1, 2 * n_outputs](
+    _output_shifts[_blocks(2 * n_outputs), THREADS](
         w, v, offset, n_outputs, fit_intercept, shift_w, shift_v
     )
     if isinstance(X, CSRRows):
