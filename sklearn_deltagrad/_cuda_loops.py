@@ -86,10 +86,9 @@ def sgd_iterations(
             kernels.copy_row(d_w, out_w, row)
             kernels.fill(out_g[row], 0.0)
             continue
-        kernels.fill(gradient, 0.0)
         kernels.gradient_sum(
             d_X, d_Y, d_weight, d_rows[lo:hi], d_w, d_offset, loss, n_outputs,
-            fit_intercept, gradient, workspace,
+            fit_intercept, gradient, workspace, accumulate=False,
         )  # fmt: skip
         kernels.record_and_step(
             d_w, gradient, batch_weight, learning_rates[t], alpha, n_penalized,
@@ -248,10 +247,9 @@ def replay_iterations(
         has_added = added_t.shape[0] > 0
         for rows, total in ((removed_t, removed_sum), (added_t, added_sum)):
             if rows.shape[0]:
-                kernels.fill(total, 0.0)
                 kernels.gradient_sum(
                     d_X, d_Y, d_weight, rows, d_w, d_offset, loss, n_outputs,
-                    fit_intercept, total, workspace,
+                    fit_intercept, total, workspace, accumulate=False,
                 )  # fmt: skip
         scheduled = t < burn_in or (t - burn_in) % exact_period == 0
         usable = curvature != LBFGS or pairs.usable
@@ -302,10 +300,9 @@ def replay_iterations(
         for rows, total in ((removed_t, removed_sum), (added_t, added_sum)):
             if not rows.shape[0]:
                 kernels.fill(total, 0.0)
-        kernels.fill(new_sum, 0.0)
         kernels.gradient_sum(
             d_X, d_Y, d_weight, d_new_rows[lo:hi], d_w, d_offset, loss, n_outputs,
-            fit_intercept, new_sum, workspace,
+            fit_intercept, new_sum, workspace, accumulate=False,
         )  # fmt: skip
         if modelled and scheduled:
             # Drift indicator: the model's prediction against the exact gradient.

@@ -264,14 +264,16 @@ def _zero_rows(partials, n_chunks):
 
 
 @cuda.jit
-def _add_chunks(partials, n_chunks, offset, n_outputs, fit_intercept, out):
-    """``out += sum_c partials[c]``, centred: ``(x - offset, 1) (outer) r``."""
+def _add_chunks(partials, n_chunks, offset, n_outputs, fit_intercept, accumulate, out):
+    """``out += sum_c partials[c]`` (``=`` unless ``accumulate``), centred:
+    ``(x - offset, 1) (outer) r``."""
     q = cuda.grid(1)
     n_features = offset.shape[0]
     totals = n_features * n_outputs
     if q >= out.shape[0]:
         return
     k = q % n_outputs
+    base = out[q] if accumulate else 0.0
     total = 0.0
     for c in range(n_chunks):
         total += partials[c, totals + k]
@@ -279,9 +281,9 @@ def _add_chunks(partials, n_chunks, offset, n_outputs, fit_intercept, out):
         value = 0.0
         for c in range(n_chunks):
             value += partials[c, q]
-        out[q] += value - offset[q // n_outputs] * total
+        out[q] = base + (value - offset[q // n_outputs] * total)
     elif fit_intercept:
-        out[q] += total
+        out[q] = base + total
 
 
 def _chunking(n_rows):
@@ -290,8 +292,11 @@ def _chunking(n_rows):
     return (n_rows + chunk_rows - 1) // chunk_rows, chunk_rows
 
 
-def _add_row_sums(X, rows, r, offset, n_outputs, fit_intercept, out, workspace):
-    """``out += sum_idx (x_rows[idx] - offset, 1) (outer) r[idx]``."""
+def _add_row_sums(
+    X, rows, r, offset, n_outputs, fit_intercept, out, workspace, accumulate
+):
+    """``out += sum_idx (x_rows[idx] - offset, 1) (outer) r[idx]`` (``=`` unless
+    ``accumulate``)."""
     n_chunks, chunk_rows = _chunking(rows.shape[0])
     partials = workspace.partials
     n_columns = partials.shape[1]
@@ -304,7 +309,7 @@ def _add_row_sums(X, rows, r, offset, n_outputs, fit_intercept, out, workspace):
             X, rows, r, n_outputs, chunk_rows, partials
         )
     _add_chunks[_blocks(out.shape[0]), THREADS](
-        partials, n_chunks, offset, n_outputs, fit_intercept, out
+        partials, n_chunks, offset, n_outputs, fit_intercept, accumulate, out
     )
     if isinstance(X, CSRRows):
         # The scatter adds into its slots: leave them at zero for the next sum.
@@ -312,11 +317,15 @@ def _add_row_sums(X, rows, r, offset, n_outputs, fit_intercept, out, workspace):
 
 
 def gradient_sum(
-    X, Y, sample_weight, rows, w, offset, loss, n_outputs, fit_intercept, out, workspace
-):
-    """Add the weighted sum over ``rows`` of the loss gradients at ``w`` to ``out``."""
+    X, Y, sample_weight, rows, w, offset, loss, n_outputs, fit_intercept, out,
+    workspace, accumulate=True,
+):  # fmt: skip
+    """Add the weighted sum over ``rows`` of the loss gradients at ``w`` to ``out``
+    (write it there when not ``accumulate``: saves zeroing ``out`` first)."""
     n_rows = rows.shape[0]
     if n_rows == 0:
+        if not accumulate:
+            fill(out, 0.0)
         return
     shift, r = workspace.shift_w, workspace.outputs
     _output_shifts[_blocks(2 * n_outputs), THREADS](
@@ -331,16 +340,21 @@ def gradient_sum(
         _dense_gradient_rows[_blocks(n_rows), THREADS](
             X, Y, sample_weight, rows, w, shift, loss, n_outputs, r
         )
-    _add_row_sums(X, rows, r, offset, n_outputs, fit_intercept, out, workspace)
+    _add_row_sums(
+        X, rows, r, offset, n_outputs, fit_intercept, out, workspace, accumulate
+    )
 
 
 def hessian_vector_sum(
     X, Y, sample_weight, rows, w, v, offset, loss, n_outputs, fit_intercept, out,
-    workspace,
+    workspace, accumulate=True,
 ):  # fmt: skip
-    """Add the weighted sum over ``rows`` of the loss Hessians at ``w`` times ``v``."""
+    """Add the weighted sum over ``rows`` of the loss Hessians at ``w`` times ``v``
+    (write it there when not ``accumulate``)."""
     n_rows = rows.shape[0]
     if n_rows == 0:
+        if not accumulate:
+            fill(out, 0.0)
         return
     shift_w, shift_v = workspace.shift_w, workspace.shift_v
     r, u = workspace.outputs, workspace.directions
@@ -356,7 +370,9 @@ def hessian_vector_sum(
         _dense_hessian_rows[_blocks(n_rows), THREADS](
             X, sample_weight, rows, w, v, shift_w, shift_v, loss, n_outputs, r, u
         )
-    _add_row_sums(X, rows, r, offset, n_outputs, fit_intercept, out, workspace)
+    _add_row_sums(
+        X, rows, r, offset, n_outputs, fit_intercept, out, workspace, accumulate
+    )
 
 
 # ------------------------------------------------------------- vector kernels
@@ -663,20 +679,20 @@ def subsampled_hessian_product(
     """``out = (H + alpha P) v`` for the original batch's Hessian at ``w`` (see the
     CPU :func:`~sklearn_deltagrad._curvature.subsampled_hessian_product`; the
     sample's and the removed rows' weights are summed by the caller)."""
-    fill(out, 0.0)
     scale = 0.0
     if sample_weight_sum > 0.0:
         hessian_vector_sum(
             X, Y, sample_weight, sample, w, v, offset, loss, n_outputs,
-            fit_intercept, out, workspace,
+            fit_intercept, out, workspace, accumulate=False,
         )  # fmt: skip
         scale = kept_weight / sample_weight_sum
+    else:
+        fill(out, 0.0)
     has_removed = removed.shape[0] > 0
     if has_removed:
-        fill(removed_part, 0.0)
         hessian_vector_sum(
             X, Y, sample_weight, removed, w, v, offset, loss, n_outputs,
-            fit_intercept, removed_part, workspace,
+            fit_intercept, removed_part, workspace, accumulate=False,
         )  # fmt: skip
     _combine_hessian_kernel[_blocks(out.shape[0]), THREADS](
         out, removed_part, has_removed, scale, kept_weight + removed_weight, v,

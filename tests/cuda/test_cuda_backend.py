@@ -70,6 +70,13 @@ def test_batch_sums_match_numpy(loss, n_outputs, layout):
         X64[rows], Y[rows], w, v, model, weights[rows]
     )
     assert rel_err(out.copy_to_host(), expected) < 1e-12
+    # accumulate=False writes the sum over whatever ``out`` held.
+    kernels.gradient_sum(
+        d_X, d_Y, d_s, d_rows, cuda.to_device(w), d_offset, loss, n_outputs, True,
+        out, workspace, accumulate=False,
+    )  # fmt: skip
+    expected = ref.gradient_sum(X64[rows], Y[rows], w, model, weights[rows])
+    assert rel_err(out.copy_to_host(), expected) < 1e-12
 
 
 def test_lbfgs_product_matches_cpu_after_the_ring_wraps():
