@@ -34,9 +34,9 @@ def _upload(X, Y, sample_weight, offset, n_iterations, n_params):
     for the new trajectory's ``n_iterations`` iterates and gradients."""
     return (
         _upload_rows(X),
-        cuda.to_device(Y),
-        cuda.to_device(sample_weight),
-        cuda.to_device(offset),
+        cuda.to_device(np.ascontiguousarray(Y)),
+        cuda.to_device(np.ascontiguousarray(sample_weight)),
+        cuda.to_device(np.ascontiguousarray(offset)),
         cuda.device_array((n_iterations, n_params)),
         cuda.device_array((n_iterations, n_params)),
     )

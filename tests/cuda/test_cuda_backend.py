@@ -290,6 +290,18 @@ def test_a_model_fitted_on_cuda_continues_on_the_cpu_and_back():
     assert rel_err(model_of(loaded), model_of(gpu)) < TOL
 
 
+def test_cuda_serves_a_state_kept_on_disk(tmp_path):
+    """With ``storage_dir`` the rows and the cache are memory-mapped files."""
+    X, y = make_data("multiclass", layout="csr")
+    models = []
+    for device in ("cpu", "cuda"):
+        est = make_estimator("multiclass", storage_dir=tmp_path / device)
+        est.set_params(device=device).fit(X, y).partial_unfit(indices=[4, 40])
+        est.partial_fit(X[:3], y[:3])
+        models.append(model_of(est))
+    assert rel_err(models[1], models[0]) < TOL
+
+
 def test_device_resolution():
     assert resolve_device("cpu") == "cpu"
     assert resolve_device("cuda") == "cuda"
