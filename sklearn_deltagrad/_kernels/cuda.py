@@ -29,6 +29,11 @@ from .cpu import BINARY_LOGISTIC, SQUARED, CSRRows
 THREADS = 16 if config.ENABLE_CUDASIM else 256
 _REDUCE_THREADS = 4 if config.ENABLE_CUDASIM else 1024
 
+# Row kernels: threads per row (a power of two), rows per block, outputs per pass.
+_LANES = 2 if config.ENABLE_CUDASIM else 32
+_ROWS_PER_BLOCK = 8
+_PASS = 16
+
 # A batch sum is split into at most this many chunks, of at least _MIN_CHUNK_ROWS.
 _MAX_CHUNKS = 64
 _MIN_CHUNK_ROWS = 16
@@ -61,24 +66,6 @@ class Workspace:
 
 
 # ------------------------------------------------------------------ device rows
-
-
-@cuda.jit(device=True)
-def _dense_output(X, i, w, shift, k, n_outputs):
-    """``shift[k] + x_i . W[:, k]`` for a dense row."""
-    value = shift[k]
-    for j in range(X.shape[1]):
-        value += X[i, j] * w[j * n_outputs + k]
-    return value
-
-
-@cuda.jit(device=True)
-def _csr_output(data, indices, indptr, i, w, shift, k, n_outputs):
-    """``shift[k] + x_i . W[:, k]`` for a CSR row."""
-    value = shift[k]
-    for e in range(indptr[i], indptr[i + 1]):
-        value += data[e] * w[indices[e] * n_outputs + k]
-    return value
 
 
 @cuda.jit(device=True)
@@ -155,42 +142,131 @@ def _output_shifts(w, v, offset, n_outputs, fit_intercept, shift_w, shift_v):
         shift_v[k] = value
 
 
+# A row's outputs x_i W: a group of _LANES threads per row strides over the row's
+# entries (adjacent threads read adjacent entries), each thread accumulating up to
+# _PASS outputs at a time, then a fixed tree adds the lanes. A block holds
+# _ROWS_PER_BLOCK such groups.
+
+
+@cuda.jit(device=True)
+def _dense_lane_sums(X, i, w, n_outputs, first, count, lane, acc):
+    for k in range(count):
+        acc[k] = 0.0
+    for j in range(lane, X.shape[1], _LANES):
+        x = X[i, j]
+        base = j * n_outputs + first
+        for k in range(count):
+            acc[k] += x * w[base + k]
+
+
+@cuda.jit(device=True)
+def _csr_lane_sums(data, indices, indptr, i, w, n_outputs, first, count, lane, acc):
+    for k in range(count):
+        acc[k] = 0.0
+    for e in range(indptr[i] + lane, indptr[i + 1], _LANES):
+        x = data[e]
+        base = indices[e] * n_outputs + first
+        for k in range(count):
+            acc[k] += x * w[base + k]
+
+
+@cuda.jit(device=True)
+def _write_lane_totals(acc, count, buffer, shift, first, z, idx, valid):
+    """``z[idx, first + k] = shift[first + k] + sum over lanes of acc[k]``; every
+    thread of the block calls it (it synchronises the block)."""
+    slot = cuda.threadIdx.y
+    lane = cuda.threadIdx.x
+    for k in range(count):
+        buffer[slot, k, lane] = acc[k]
+    cuda.syncthreads()
+    half = _LANES // 2
+    while half > 0:
+        if lane < half:
+            for k in range(count):
+                buffer[slot, k, lane] += buffer[slot, k, lane + half]
+        cuda.syncthreads()
+        half //= 2
+    if valid and lane == 0:
+        for k in range(count):
+            z[idx, first + k] = shift[first + k] + buffer[slot, k, 0]
+    cuda.syncthreads()
+
+
+@cuda.jit(device=True)
+def _dense_row_outputs(X, rows, w, shift, n_outputs, z, buffer, acc):
+    """``z[idx] = shift + x_rows[idx] W`` for this thread group's row ``idx``."""
+    idx = cuda.blockIdx.x * _ROWS_PER_BLOCK + cuda.threadIdx.y
+    valid = idx < rows.shape[0]
+    i = rows[idx] if valid else 0
+    for first in range(0, n_outputs, _PASS):
+        count = min(_PASS, n_outputs - first)
+        if valid:
+            _dense_lane_sums(X, i, w, n_outputs, first, count, cuda.threadIdx.x, acc)
+        else:
+            for k in range(count):
+                acc[k] = 0.0
+        _write_lane_totals(acc, count, buffer, shift, first, z, idx, valid)
+
+
+@cuda.jit(device=True)
+def _csr_row_outputs(data, indices, indptr, rows, w, shift, n_outputs, z, buffer, acc):
+    """As :func:`_dense_row_outputs` for CSR rows."""
+    idx = cuda.blockIdx.x * _ROWS_PER_BLOCK + cuda.threadIdx.y
+    valid = idx < rows.shape[0]
+    i = rows[idx] if valid else 0
+    lane = cuda.threadIdx.x
+    for first in range(0, n_outputs, _PASS):
+        count = min(_PASS, n_outputs - first)
+        if valid:
+            _csr_lane_sums(
+                data, indices, indptr, i, w, n_outputs, first, count, lane, acc
+            )
+        else:
+            for k in range(count):
+                acc[k] = 0.0
+        _write_lane_totals(acc, count, buffer, shift, first, z, idx, valid)
+
+
+@cuda.jit(device=True)
+def _finish_row(loss, Y, sample_weight, rows, n_outputs, r, u, curvature):
+    """Lane 0 of each row group turns the row's outputs into its weighted loss
+    derivative (or, with ``curvature``, its loss Hessian times ``u``)."""
+    idx = cuda.blockIdx.x * _ROWS_PER_BLOCK + cuda.threadIdx.y
+    if idx < rows.shape[0] and cuda.threadIdx.x == 0:
+        i = rows[idx]
+        if curvature:
+            _curvature_in_place(loss, sample_weight[i], r, u, idx, n_outputs)
+        else:
+            _residual_in_place(loss, Y, i, sample_weight[i], r, idx, n_outputs)
+
+
 @cuda.jit
 def _dense_gradient_rows(X, Y, sample_weight, rows, w, shift, loss, n_outputs, r):
-    idx = cuda.grid(1)
-    if idx >= rows.shape[0]:
-        return
-    i = rows[idx]
-    for k in range(n_outputs):
-        r[idx, k] = _dense_output(X, i, w, shift, k, n_outputs)
-    _residual_in_place(loss, Y, i, sample_weight[i], r, idx, n_outputs)
+    buffer = cuda.shared.array((_ROWS_PER_BLOCK, _PASS, _LANES), np.float64)
+    acc = cuda.local.array(_PASS, np.float64)
+    _dense_row_outputs(X, rows, w, shift, n_outputs, r, buffer, acc)
+    _finish_row(loss, Y, sample_weight, rows, n_outputs, r, r, False)
 
 
 @cuda.jit
 def _csr_gradient_rows(
     data, indices, indptr, Y, sample_weight, rows, w, shift, loss, n_outputs, r
 ):
-    idx = cuda.grid(1)
-    if idx >= rows.shape[0]:
-        return
-    i = rows[idx]
-    for k in range(n_outputs):
-        r[idx, k] = _csr_output(data, indices, indptr, i, w, shift, k, n_outputs)
-    _residual_in_place(loss, Y, i, sample_weight[i], r, idx, n_outputs)
+    buffer = cuda.shared.array((_ROWS_PER_BLOCK, _PASS, _LANES), np.float64)
+    acc = cuda.local.array(_PASS, np.float64)
+    _csr_row_outputs(data, indices, indptr, rows, w, shift, n_outputs, r, buffer, acc)
+    _finish_row(loss, Y, sample_weight, rows, n_outputs, r, r, False)
 
 
 @cuda.jit
 def _dense_hessian_rows(
     X, sample_weight, rows, w, v, shift_w, shift_v, loss, n_outputs, r, u
 ):
-    idx = cuda.grid(1)
-    if idx >= rows.shape[0]:
-        return
-    i = rows[idx]
-    for k in range(n_outputs):
-        r[idx, k] = _dense_output(X, i, w, shift_w, k, n_outputs)
-        u[idx, k] = _dense_output(X, i, v, shift_v, k, n_outputs)
-    _curvature_in_place(loss, sample_weight[i], r, u, idx, n_outputs)
+    buffer = cuda.shared.array((_ROWS_PER_BLOCK, _PASS, _LANES), np.float64)
+    acc = cuda.local.array(_PASS, np.float64)
+    _dense_row_outputs(X, rows, w, shift_w, n_outputs, r, buffer, acc)
+    _dense_row_outputs(X, rows, v, shift_v, n_outputs, u, buffer, acc)
+    _finish_row(loss, sample_weight, sample_weight, rows, n_outputs, r, u, True)
 
 
 @cuda.jit
@@ -198,14 +274,17 @@ def _csr_hessian_rows(
     data, indices, indptr, sample_weight, rows, w, v, shift_w, shift_v, loss,
     n_outputs, r, u,
 ):  # fmt: skip
-    idx = cuda.grid(1)
-    if idx >= rows.shape[0]:
-        return
-    i = rows[idx]
-    for k in range(n_outputs):
-        r[idx, k] = _csr_output(data, indices, indptr, i, w, shift_w, k, n_outputs)
-        u[idx, k] = _csr_output(data, indices, indptr, i, v, shift_v, k, n_outputs)
-    _curvature_in_place(loss, sample_weight[i], r, u, idx, n_outputs)
+    buffer = cuda.shared.array((_ROWS_PER_BLOCK, _PASS, _LANES), np.float64)
+    acc = cuda.local.array(_PASS, np.float64)
+    _csr_row_outputs(data, indices, indptr, rows, w, shift_w, n_outputs, r, buffer, acc)
+    _csr_row_outputs(data, indices, indptr, rows, v, shift_v, n_outputs, u, buffer, acc)
+    _finish_row(loss, sample_weight, sample_weight, rows, n_outputs, r, u, True)
+
+
+def _row_groups(n_rows):
+    """Launch shape of the row kernels: blocks of ``_ROWS_PER_BLOCK`` row groups."""
+    n_blocks = (n_rows + _ROWS_PER_BLOCK - 1) // _ROWS_PER_BLOCK
+    return n_blocks, (_LANES, _ROWS_PER_BLOCK)
 
 
 # ------------------------------------------------------------ sums over the rows
@@ -213,25 +292,27 @@ def _csr_hessian_rows(
 
 @cuda.jit
 def _dense_chunk_sums(X, rows, r, n_outputs, chunk_rows, partials):
-    """``partials[c, j K + k] = sum_{idx in chunk c} r[idx, k] x[rows[idx], j]``;
-    the columns after ``n_features * K`` get ``sum r[idx, k]`` (the totals)."""
-    q = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
+    """``partials[c, j K + k] = sum_{idx in chunk c} r[idx, k] x[rows[idx], j]``:
+    one thread per (feature ``j``, chunk ``c``), adjacent threads on adjacent
+    features; thread ``j = n_features`` writes ``sum r[idx, k]`` (the totals)."""
+    j = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
     c = cuda.blockIdx.y
     n_features = X.shape[1]
-    if q >= (n_features + 1) * n_outputs:
+    if j > n_features:
         return
-    j = q // n_outputs
-    k = q % n_outputs
+    acc = cuda.local.array(_PASS, np.float64)
     lo = c * chunk_rows
     hi = min(lo + chunk_rows, rows.shape[0])
-    value = 0.0
-    if j < n_features:
+    for first in range(0, n_outputs, _PASS):
+        count = min(_PASS, n_outputs - first)
+        for k in range(count):
+            acc[k] = 0.0
         for idx in range(lo, hi):
-            value += r[idx, k] * X[rows[idx], j]
-    else:
-        for idx in range(lo, hi):
-            value += r[idx, k]
-    partials[c, q] = value
+            x = X[rows[idx], j] if j < n_features else 1.0
+            for k in range(count):
+                acc[k] += r[idx, first + k] * x
+        for k in range(count):
+            partials[c, j * n_outputs + first + k] = acc[k]
 
 
 @cuda.jit
@@ -305,7 +386,7 @@ def _add_row_sums(
             X.data, X.indices, X.indptr, rows, r, n_outputs, chunk_rows, partials
         )
     else:
-        _dense_chunk_sums[(_blocks(n_columns), n_chunks), THREADS](
+        _dense_chunk_sums[(_blocks(X.shape[1] + 1), n_chunks), THREADS](
             X, rows, r, n_outputs, chunk_rows, partials
         )
     _add_chunks[_blocks(out.shape[0]), THREADS](
@@ -332,12 +413,12 @@ def gradient_sum(
         w, w, offset, n_outputs, fit_intercept, shift, workspace.shift_v
     )
     if isinstance(X, CSRRows):
-        _csr_gradient_rows[_blocks(n_rows), THREADS](
+        _csr_gradient_rows[_row_groups(n_rows)](
             X.data, X.indices, X.indptr, Y, sample_weight, rows, w, shift, loss,
             n_outputs, r,
         )  # fmt: skip
     else:
-        _dense_gradient_rows[_blocks(n_rows), THREADS](
+        _dense_gradient_rows[_row_groups(n_rows)](
             X, Y, sample_weight, rows, w, shift, loss, n_outputs, r
         )
     _add_row_sums(
@@ -362,12 +443,12 @@ def hessian_vector_sum(
         w, v, offset, n_outputs, fit_intercept, shift_w, shift_v
     )
     if isinstance(X, CSRRows):
-        _csr_hessian_rows[_blocks(n_rows), THREADS](
+        _csr_hessian_rows[_row_groups(n_rows)](
             X.data, X.indices, X.indptr, sample_weight, rows, w, v, shift_w,
             shift_v, loss, n_outputs, r, u,
         )  # fmt: skip
     else:
-        _dense_hessian_rows[_blocks(n_rows), THREADS](
+        _dense_hessian_rows[_row_groups(n_rows)](
             X, sample_weight, rows, w, v, shift_w, shift_v, loss, n_outputs, r, u
         )
     _add_row_sums(
