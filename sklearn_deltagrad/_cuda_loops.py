@@ -228,13 +228,43 @@ def replay_iterations(
     step, pair_y = pair[0], pair[1]
     vectors = cuda.device_array((6, n_params))
     midpoint, estimate, new_sum, removed_sum, added_sum, removed_part = vectors
-    norms = cuda.to_device(np.zeros(4))
+    # Per iteration ||step||^2 and ||B step||^2 (the bound check), and the squared
+    # residuals of the checked exact iterations: read back in batches.
+    bound_norms = cuda.to_device(np.zeros((n_iterations - t_start, 2)))
+    residuals = cuda.to_device(np.zeros(n_iterations - t_start))
     bound2 = curvature_bound * curvature_bound
-    n_exact = 0
-    residual_sum = 0.0
-    n_checks = 0
-    exposure = 0.0
-    for t in range(t_start, n_iterations):
+    checked = []
+    moves = np.zeros(n_iterations)
+    # Approximate iterations run without waiting for their bound check: the checks
+    # are read at the next exact iteration (one transfer), and if one failed, the
+    # replay resumes from that iteration, computed exactly (as the CPU loop would
+    # have), from the iterate it recorded. No pair is formed in between, so the
+    # curvature model is the same.
+    unverified = []
+    forced_exact = -1
+
+    def first_failed():
+        if not unverified:
+            return None
+        lo, hi = unverified[0] - t_start, unverified[-1] - t_start + 1
+        values = bound_norms[lo:hi].copy_to_host()
+        for t in unverified:
+            step_norm2, estimate_norm2 = values[t - t_start - lo]
+            if not estimate_norm2 <= bound2 * step_norm2:
+                return t
+        return None
+
+    t = t_start
+    resume = None
+    while True:
+        if resume is None and t == n_iterations:
+            resume = first_failed()
+            if resume is None:
+                break
+        if resume is not None:
+            unverified, forced_exact, t = [], resume, resume
+            d_w.copy_to_device(out_w[resume - t_start])
+            resume = None
         row = t - t_start
         lo, hi = new_ptr[t], new_ptr[t + 1]
         removed_t = d_removed[removed_ptr[t] : removed_ptr[t + 1]]
@@ -242,7 +272,7 @@ def replay_iterations(
         b_old = old_batch_weights[t]
         b_new = new_batch_weights[t]
         w_old, g_old = old_w[row], old_g[row]
-        kernels.step_from(d_w, w_old, step, midpoint, norms)
+        kernels.step_from(d_w, w_old, step, midpoint, bound_norms[row])
         has_removed = removed_t.shape[0] > 0
         has_added = added_t.shape[0] > 0
         for rows, total in ((removed_t, removed_sum), (added_t, added_sum)):
@@ -254,14 +284,14 @@ def replay_iterations(
         scheduled = t < burn_in or (t - burn_in) % exact_period == 0
         usable = curvature != LBFGS or pairs.usable
         if b_new == 0.0:
-            n_exact += 1
             out_exact[t] = True
             kernels.copy_row(d_w, out_w, row)
             kernels.fill(out_g[row], 0.0)
+            t += 1
             continue
         modelled = usable and b_old > 0.0
-        approximate = modelled and not scheduled
-        if modelled:
+        approximate = modelled and not scheduled and t != forced_exact
+        if modelled and t != forced_exact:
             if curvature == LBFGS:
                 pairs.product(step, estimate)
             elif curvature == GRAM:
@@ -280,22 +310,23 @@ def replay_iterations(
                     midpoint, step, alpha, d_offset, loss, n_outputs, fit_intercept,
                     estimate, workspace, removed_part,
                 )  # fmt: skip
-            if approximate:
-                # No batch Hessian is steeper than the per-row bound.
-                kernels.square_norm(estimate, norms, 1)
-                step_norm2, estimate_norm2 = norms[:2].copy_to_host()
-                approximate = estimate_norm2 <= bound2 * step_norm2
         if approximate:
+            # No batch Hessian is steeper than the per-row bound (checked later).
+            kernels.square_norm(estimate, bound_norms[row], 1)
             kernels.approximate_step(
                 estimate, g_old, w_old, d_w, removed_sum, added_sum, has_removed,
                 has_added, b_old, b_new, learning_rates[t], alpha, n_penalized,
                 out_w[row], out_g[row],
             )  # fmt: skip
             out_exact[t] = False
-            move = learning_rates[t] * b_old / b_new
-            exposure += move * move
+            moves[t] = (learning_rates[t] * b_old / b_new) ** 2
+            unverified.append(t)
+            t += 1
             continue
-        n_exact += 1
+        resume = first_failed()
+        if resume is not None:
+            continue  # from the failed iteration, at the loop's head
+        unverified = []
         # The exact iteration's formulas read the sums also where they are empty.
         for rows, total in ((removed_t, removed_sum), (added_t, added_sum)):
             if not rows.shape[0]:
@@ -308,10 +339,9 @@ def replay_iterations(
             # Drift indicator: the model's prediction against the exact gradient.
             kernels.residual_square_norm(
                 estimate, g_old, w_old, d_w, alpha, n_penalized, new_sum, added_sum,
-                removed_sum, b_old, norms, 2,
+                removed_sum, b_old, residuals, row,
             )  # fmt: skip
-            residual_sum += math.sqrt(norms[2:3].copy_to_host()[0])
-            n_checks += 1
+            checked.append(row)
         if curvature == LBFGS and exact[t] and b_old > 0.0:
             kernels.pair_difference(
                 new_sum, added_sum, removed_sum, b_old, g_old, step, alpha,
@@ -323,6 +353,15 @@ def replay_iterations(
             d_w, new_sum, b_new, learning_rates[t], alpha, n_penalized, out_w[row],
             out_g[row],
         )  # fmt: skip
+        t += 1
+    replayed = out_exact[t_start:]
+    n_exact = int(np.count_nonzero(replayed))
+    exposure = float(np.sum(moves[t_start:][~replayed]))
+    residual_values = residuals.copy_to_host()
+    residual_sum = 0.0
+    for row in checked:
+        residual_sum += math.sqrt(residual_values[row])
+    n_checks = len(checked)
     out_weights[t_start:] = out_w.copy_to_host()
     out_gradients[t_start:] = out_g.copy_to_host()
     w[:] = d_w.copy_to_host()

@@ -14,6 +14,7 @@ import scipy.sparse as sp
 from numba import cuda
 
 from sklearn_deltagrad import DeltaGradLogisticRegression, DeltaGradRidge
+from sklearn_deltagrad import _replay as replay_module
 from sklearn_deltagrad._backend import cuda_simulated, resolve_device
 from sklearn_deltagrad._curvature import (
     lbfgs_factorize,
@@ -207,6 +208,40 @@ def test_cuda_matches_cpu_when_a_batch_is_emptied(curvature):
         est.partial_unfit(indices=first_batch[est.batch_size // 2 :])
         models.append(model_of(est))
     assert rel_err(models[1], models[0]) < TOL
+
+
+@pytest.mark.parametrize("curvature", ["lbfgs", "hessian"])
+def test_cuda_matches_cpu_when_the_curvature_bound_rejects_steps(
+    monkeypatch, curvature
+):
+    """The CUDA replay checks the bound of its approximate steps in batches and
+    resumes from a rejected one: it must end where the CPU loop does."""
+    X, y = make_data("binary")
+    true_bound = replay_module.curvature_bound
+
+    def removal(factor, device):
+        monkeypatch.setattr(
+            replay_module, "curvature_bound", lambda X, m: factor * true_bound(X, m)
+        )
+        est = make_estimator(
+            "binary", curvature=curvature, lbfgs_memory=3, hessian_rows=8
+        )
+        est.set_params(device=device, max_iter=4).fit(X, y)
+        return est.partial_unfit(indices=[1, 5, 7, 30])
+
+    n_unbounded = removal(1.0, "cpu").last_update_.n_approximate_iterations
+    for factor in np.geomspace(1.0, 1e-4, 30):
+        cpu = removal(factor, "cpu")
+        n_approximate = cpu.last_update_.n_approximate_iterations
+        if 0 < n_approximate < n_unbounded:
+            break
+    else:
+        pytest.fail("no bound rejects some steps and accepts others")
+    gpu = removal(factor, "cuda")
+    assert gpu.last_update_.n_approximate_iterations == n_approximate
+    assert gpu.last_update_.n_exact_iterations == cpu.last_update_.n_exact_iterations
+    assert rel_err(model_of(gpu), model_of(cpu)) < TOL
+    assert gpu.last_update_.drift == pytest.approx(cpu.last_update_.drift, rel=1e-9)
 
 
 def test_cuda_matches_cpu_at_a_realistic_size_on_a_gpu(on_gpu):
