@@ -5,10 +5,12 @@ sgd_iterations` and :func:`~sklearn_deltagrad._replay.replay_iterations` (host N
 arrays in, the cache rows written back): the rows, the schedule and the old and new
 trajectories are copied to the GPU once, a host loop launches the kernels of
 :mod:`sklearn_deltagrad._kernels.cuda` for each iteration, and only the results come
-back. Per iteration the host reads at most a few scalars from the device: the
-squared norms that decide whether an approximate iteration is safe, a residual
-norm at the checked exact iterations, and the inner products of a new L-BFGS pair,
-whose small matrices (``2 m x 2 m``) are factorised on the host by the CPU code.
+back. Approximate iterations read nothing back: the host keeps launching while the
+GPU works. An exact iteration reads the bound checks of the approximate ones since
+the previous exact iteration (one transfer; a rejected step sends the replay back
+to it) and, with the L-BFGS model, the inner products of the new pair, whose small
+matrices (``2 m x 2 m``) are factorised on the host by the CPU code; the residuals
+of the drift indicator come back at the end.
 
 Imported only when ``device="cuda"`` is requested.
 """
