@@ -123,23 +123,25 @@ def _curvature_in_place(loss, weight, z, u, idx, n_outputs):
             z[idx, k] = weight * z[idx, k] * (u[idx, k] - dot)
 
 
+@cuda.jit(device=True)
+def _output_shift(params, offset, n_outputs, fit_intercept, k):
+    n_features = offset.shape[0]
+    value = params[n_features * n_outputs + k] if fit_intercept else 0.0
+    for j in range(n_features):
+        value -= offset[j] * params[j * n_outputs + k]
+    return value
+
+
 @cuda.jit
 def _output_shifts(w, v, offset, n_outputs, fit_intercept, shift_w, shift_v):
     """``shift = b - offset W`` of ``w`` (threads ``k``) and of ``v`` (threads
     ``n_outputs + k``): the outputs of a row of zeros."""
     t = cuda.grid(1)
-    if t >= 2 * n_outputs:
-        return
-    k = t % n_outputs
-    params = w if t < n_outputs else v
-    n_features = offset.shape[0]
-    value = params[n_features * n_outputs + k] if fit_intercept else 0.0
-    for j in range(n_features):
-        value -= offset[j] * params[j * n_outputs + k]
     if t < n_outputs:
-        shift_w[k] = value
-    else:
-        shift_v[k] = value
+        shift_w[t] = _output_shift(w, offset, n_outputs, fit_intercept, t)
+    elif t < 2 * n_outputs:
+        k = t - n_outputs
+        shift_v[k] = _output_shift(v, offset, n_outputs, fit_intercept, k)
 
 
 # A row's outputs x_i W: a group of _LANES threads per row strides over the row's
@@ -228,16 +230,22 @@ def _csr_row_outputs(data, indices, indptr, rows, w, shift, n_outputs, z, buffer
 
 
 @cuda.jit(device=True)
-def _finish_row(loss, Y, sample_weight, rows, n_outputs, r, u, curvature):
+def _finish_gradient_row(loss, Y, sample_weight, rows, n_outputs, r):
     """Lane 0 of each row group turns the row's outputs into its weighted loss
-    derivative (or, with ``curvature``, its loss Hessian times ``u``)."""
+    derivative."""
     idx = cuda.blockIdx.x * _ROWS_PER_BLOCK + cuda.threadIdx.y
     if idx < rows.shape[0] and cuda.threadIdx.x == 0:
         i = rows[idx]
-        if curvature:
-            _curvature_in_place(loss, sample_weight[i], r, u, idx, n_outputs)
-        else:
-            _residual_in_place(loss, Y, i, sample_weight[i], r, idx, n_outputs)
+        _residual_in_place(loss, Y, i, sample_weight[i], r, idx, n_outputs)
+
+
+@cuda.jit(device=True)
+def _finish_curvature_row(loss, sample_weight, rows, n_outputs, r, u):
+    """Lane 0 of each row group turns the row's outputs into its weighted loss
+    Hessian times ``u``."""
+    idx = cuda.blockIdx.x * _ROWS_PER_BLOCK + cuda.threadIdx.y
+    if idx < rows.shape[0] and cuda.threadIdx.x == 0:
+        _curvature_in_place(loss, sample_weight[rows[idx]], r, u, idx, n_outputs)
 
 
 @cuda.jit
@@ -245,7 +253,7 @@ def _dense_gradient_rows(X, Y, sample_weight, rows, w, shift, loss, n_outputs, r
     buffer = cuda.shared.array((_ROWS_PER_BLOCK, _PASS, _LANES), np.float64)
     acc = cuda.local.array(_PASS, np.float64)
     _dense_row_outputs(X, rows, w, shift, n_outputs, r, buffer, acc)
-    _finish_row(loss, Y, sample_weight, rows, n_outputs, r, r, False)
+    _finish_gradient_row(loss, Y, sample_weight, rows, n_outputs, r)
 
 
 @cuda.jit
@@ -255,7 +263,7 @@ def _csr_gradient_rows(
     buffer = cuda.shared.array((_ROWS_PER_BLOCK, _PASS, _LANES), np.float64)
     acc = cuda.local.array(_PASS, np.float64)
     _csr_row_outputs(data, indices, indptr, rows, w, shift, n_outputs, r, buffer, acc)
-    _finish_row(loss, Y, sample_weight, rows, n_outputs, r, r, False)
+    _finish_gradient_row(loss, Y, sample_weight, rows, n_outputs, r)
 
 
 @cuda.jit
@@ -266,7 +274,7 @@ def _dense_hessian_rows(
     acc = cuda.local.array(_PASS, np.float64)
     _dense_row_outputs(X, rows, w, shift_w, n_outputs, r, buffer, acc)
     _dense_row_outputs(X, rows, v, shift_v, n_outputs, u, buffer, acc)
-    _finish_row(loss, sample_weight, sample_weight, rows, n_outputs, r, u, True)
+    _finish_curvature_row(loss, sample_weight, rows, n_outputs, r, u)
 
 
 @cuda.jit
@@ -278,7 +286,7 @@ def _csr_hessian_rows(
     acc = cuda.local.array(_PASS, np.float64)
     _csr_row_outputs(data, indices, indptr, rows, w, shift_w, n_outputs, r, buffer, acc)
     _csr_row_outputs(data, indices, indptr, rows, v, shift_v, n_outputs, u, buffer, acc)
-    _finish_row(loss, sample_weight, sample_weight, rows, n_outputs, r, u, True)
+    _finish_curvature_row(loss, sample_weight, rows, n_outputs, r, u)
 
 
 def _row_groups(n_rows):
