@@ -232,7 +232,10 @@ def replay_iterations(
     midpoint, estimate, new_sum, removed_sum, added_sum, removed_part = vectors
     # Per iteration ||step||^2 and ||B step||^2 (the bound check), and the squared
     # residuals of the checked exact iterations: read back in batches.
-    bound_norms = cuda.to_device(np.zeros((n_iterations - t_start, 2)))
+    # Per row: ||step||^2, then the blocks' shares of ||B step||^2.
+    bound_norms = cuda.to_device(
+        np.zeros((n_iterations - t_start, 1 + kernels.n_blocks(n_params)))
+    )
     residuals = cuda.to_device(np.zeros(n_iterations - t_start))
     bound2 = curvature_bound * curvature_bound
     checked = []
@@ -251,7 +254,10 @@ def replay_iterations(
         lo, hi = unverified[0] - t_start, unverified[-1] - t_start + 1
         values = bound_norms[lo:hi].copy_to_host()
         for t in unverified:
-            step_norm2, estimate_norm2 = values[t - t_start - lo]
+            step_norm2, *shares = values[t - t_start - lo]
+            estimate_norm2 = 0.0
+            for share in shares:
+                estimate_norm2 += share
             if not estimate_norm2 <= bound2 * step_norm2:
                 return t
         return None
@@ -314,11 +320,10 @@ def replay_iterations(
                 )  # fmt: skip
         if approximate:
             # No batch Hessian is steeper than the per-row bound (checked later).
-            kernels.square_norm(estimate, bound_norms[row], 1)
             kernels.approximate_step(
                 estimate, g_old, w_old, d_w, removed_sum, added_sum, has_removed,
                 has_added, b_old, b_new, learning_rates[t], alpha, n_penalized,
-                out_w[row], out_g[row],
+                out_w[row], out_g[row], bound_norms[row, 1:],
             )  # fmt: skip
             out_exact[t] = False
             moves[t] = (learning_rates[t] * b_old / b_new) ** 2

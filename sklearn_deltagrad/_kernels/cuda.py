@@ -28,6 +28,7 @@ from .cpu import BINARY_LOGISTIC, SQUARED, CSRRows
 # Reductions with a block barrier cost the simulator most: 4 threads there.
 THREADS = 16 if config.ENABLE_CUDASIM else 256
 _REDUCE_THREADS = 4 if config.ENABLE_CUDASIM else 1024
+_MAX_THREADS = THREADS  # shared arrays of the one-thread-per-element kernels
 
 # Row kernels: threads per row (a power of two), rows per block, outputs per pass.
 _LANES = 2 if config.ENABLE_CUDASIM else 32
@@ -525,38 +526,54 @@ def record_and_step(
 def _approximate_step_kernel(
     estimate, cached_gradient, w_old, w, removed_sum, added_sum, has_removed,
     has_added, b_old, b_new, learning_rate, alpha, n_penalized, w_row, g_row,
+    norm_partials,
 ):  # fmt: skip
+    buffer = cuda.shared.array(_MAX_THREADS, np.float64)
     i = cuda.grid(1)
-    if i >= w.shape[0]:
-        return
-    wi = w[i]
-    value = estimate[i] + cached_gradient[i]
-    if i < n_penalized:
-        value += alpha * w_old[i]
-        value += -alpha * wi
-    total = b_old * value
-    if has_removed:
-        total -= removed_sum[i]
-    if has_added:
-        total += added_sum[i]
-    gradient = total / b_new
-    w_row[i] = wi
-    g_row[i] = gradient
-    if i < n_penalized:
-        gradient += alpha * wi
-    w[i] = wi - learning_rate * gradient
+    square = 0.0
+    if i < w.shape[0]:
+        wi = w[i]
+        square = estimate[i] * estimate[i]
+        value = estimate[i] + cached_gradient[i]
+        if i < n_penalized:
+            value += alpha * w_old[i]
+            value += -alpha * wi
+        total = b_old * value
+        if has_removed:
+            total -= removed_sum[i]
+        if has_added:
+            total += added_sum[i]
+        gradient = total / b_new
+        w_row[i] = wi
+        g_row[i] = gradient
+        if i < n_penalized:
+            gradient += alpha * wi
+        w[i] = wi - learning_rate * gradient
+    # This block's share of ||estimate||^2, for the curvature bound's check.
+    total_square = _block_total(square, buffer)
+    if cuda.threadIdx.x == 0:
+        norm_partials[cuda.blockIdx.x] = total_square
 
 
 def approximate_step(
     estimate, cached_gradient, w_old, w, removed_sum, added_sum, has_removed,
     has_added, b_old, b_new, learning_rate, alpha, n_penalized, w_row, g_row,
+    norm_partials,
 ):  # fmt: skip
     """An approximate iteration's step from the curvature product ``estimate``
-    (see the CPU ``_approximate_step``), one thread per parameter."""
+    (see the CPU ``_approximate_step``), one thread per parameter; block ``b``
+    also writes its share of ``||estimate||^2`` to ``norm_partials[b]`` (there are
+    :func:`n_blocks` of them, to be added in order)."""
     _approximate_step_kernel[_blocks(w.shape[0]), THREADS](
         estimate, cached_gradient, w_old, w, removed_sum, added_sum, has_removed,
         has_added, b_old, b_new, learning_rate, alpha, n_penalized, w_row, g_row,
+        norm_partials,
     )  # fmt: skip
+
+
+def n_blocks(n):
+    """Blocks of a one-thread-per-element launch over ``n`` elements."""
+    return _blocks(n)
 
 
 @cuda.jit
@@ -578,22 +595,6 @@ def _step_kernel(w, w_old, step, midpoint, norms):
 def step_from(w, w_old, step, midpoint, norms):
     """``step``, ``midpoint`` and ``||step||^2`` (into ``norms[0]``)."""
     _step_kernel[1, _REDUCE_THREADS](w, w_old, step, midpoint, norms)
-
-
-@cuda.jit
-def _square_norm_kernel(v, norms, slot):
-    buffer = cuda.shared.array(_REDUCE_THREADS, np.float64)
-    value = 0.0
-    for i in range(cuda.threadIdx.x, v.shape[0], cuda.blockDim.x):
-        value += v[i] * v[i]
-    total = _block_total(value, buffer)
-    if cuda.threadIdx.x == 0:
-        norms[slot] = total
-
-
-def square_norm(v, norms, slot):
-    """``norms[slot] = ||v||^2``."""
-    _square_norm_kernel[1, _REDUCE_THREADS](v, norms, slot)
 
 
 @cuda.jit

@@ -109,13 +109,16 @@ def test_lbfgs_product_matches_cpu_after_the_ring_wraps():
 def test_reductions_are_deterministic_and_exact():
     rng = np.random.default_rng(1)
     v = rng.standard_normal(1000)
-    norms = cuda.to_device(np.zeros(4))
+    norms = cuda.to_device(np.zeros(1))
+    step, midpoint = cuda.device_array(v.size), cuda.device_array(v.size)
     results = set()
     for _ in range(2):
-        kernels.square_norm(cuda.to_device(v), norms, 3)
-        results.add(float(norms.copy_to_host()[3]))
+        d_v, zeros = cuda.to_device(v), cuda.to_device(np.zeros(v.size))
+        kernels.step_from(d_v, zeros, step, midpoint, norms)
+        results.add(float(norms.copy_to_host()[0]))
     assert len(results) == 1
     assert abs(results.pop() - v @ v) < 1e-12 * (v @ v)
+    np.testing.assert_array_equal(midpoint.copy_to_host(), v / 2)
 
 
 # ------------------------------------------------------- estimators: CPU vs CUDA
