@@ -28,7 +28,6 @@ from .cpu import BINARY_LOGISTIC, SQUARED, CSRRows
 # Reductions with a block barrier cost the simulator most: 4 threads there.
 THREADS = 16 if config.ENABLE_CUDASIM else 256
 _REDUCE_THREADS = 4 if config.ENABLE_CUDASIM else 1024
-_MAX_THREADS = THREADS  # shared arrays of the one-thread-per-element kernels
 
 # Row kernels: threads per row (a power of two), rows per block, outputs per pass.
 _LANES = 2 if config.ENABLE_CUDASIM else 32
@@ -40,7 +39,8 @@ _MAX_CHUNKS = 64
 _MIN_CHUNK_ROWS = 16
 
 
-def _blocks(n):
+def n_blocks(n):
+    """Blocks of a one-thread-per-element launch over ``n`` elements."""
     return max(1, (n + THREADS - 1) // THREADS)
 
 
@@ -63,7 +63,6 @@ class Workspace:
         self.partials = cuda.to_device(np.zeros((_MAX_CHUNKS, n_columns)))
         self.shift_w = cuda.device_array(n_outputs)
         self.shift_v = cuda.device_array(n_outputs)
-        self.scalars = cuda.to_device(np.zeros(8))
 
 
 # ------------------------------------------------------------------ device rows
@@ -391,19 +390,19 @@ def _add_row_sums(
     partials = workspace.partials
     n_columns = partials.shape[1]
     if isinstance(X, CSRRows):
-        _csr_chunk_sums[_blocks(n_chunks * n_outputs), THREADS](
+        _csr_chunk_sums[n_blocks(n_chunks * n_outputs), THREADS](
             X.data, X.indices, X.indptr, rows, r, n_outputs, chunk_rows, partials
         )
     else:
-        _dense_chunk_sums[(_blocks(X.shape[1] + 1), n_chunks), THREADS](
+        _dense_chunk_sums[(n_blocks(X.shape[1] + 1), n_chunks), THREADS](
             X, rows, r, n_outputs, chunk_rows, partials
         )
-    _add_chunks[_blocks(out.shape[0]), THREADS](
+    _add_chunks[n_blocks(out.shape[0]), THREADS](
         partials, n_chunks, offset, n_outputs, fit_intercept, accumulate, out
     )
     if isinstance(X, CSRRows):
         # The scatter adds into its slots: leave them at zero for the next sum.
-        _zero_rows[_blocks(n_columns), THREADS](partials, n_chunks)
+        _zero_rows[n_blocks(n_columns), THREADS](partials, n_chunks)
 
 
 def gradient_sum(
@@ -418,7 +417,7 @@ def gradient_sum(
             fill(out, 0.0)
         return
     shift, r = workspace.shift_w, workspace.outputs
-    _output_shifts[_blocks(2 * n_outputs), THREADS](
+    _output_shifts[n_blocks(2 * n_outputs), THREADS](
         w, w, offset, n_outputs, fit_intercept, shift, workspace.shift_v
     )
     if isinstance(X, CSRRows):
@@ -448,7 +447,7 @@ def hessian_vector_sum(
         return
     shift_w, shift_v = workspace.shift_w, workspace.shift_v
     r, u = workspace.outputs, workspace.directions
-    _output_shifts[_blocks(2 * n_outputs), THREADS](
+    _output_shifts[n_blocks(2 * n_outputs), THREADS](
         w, v, offset, n_outputs, fit_intercept, shift_w, shift_v
     )
     if isinstance(X, CSRRows):
@@ -477,7 +476,7 @@ def _fill_kernel(v, value):
 
 def fill(v, value):
     """``v[:] = value`` for a 1-D device array."""
-    _fill_kernel[_blocks(v.shape[0]), THREADS](v, value)
+    _fill_kernel[n_blocks(v.shape[0]), THREADS](v, value)
 
 
 @cuda.jit(device=True)
@@ -517,7 +516,7 @@ def record_and_step(
     w, batch_sum, batch_weight, learning_rate, alpha, n_penalized, w_row, g_row
 ):
     """Cache ``w`` and the batch's mean loss gradient, then take the SGD step."""
-    _record_and_step_kernel[_blocks(w.shape[0]), THREADS](
+    _record_and_step_kernel[n_blocks(w.shape[0]), THREADS](
         w, batch_sum, batch_weight, learning_rate, alpha, n_penalized, w_row, g_row
     )
 
@@ -528,7 +527,7 @@ def _approximate_step_kernel(
     has_added, b_old, b_new, learning_rate, alpha, n_penalized, w_row, g_row,
     norm_partials,
 ):  # fmt: skip
-    buffer = cuda.shared.array(_MAX_THREADS, np.float64)
+    buffer = cuda.shared.array(THREADS, np.float64)
     i = cuda.grid(1)
     square = 0.0
     if i < w.shape[0]:
@@ -564,16 +563,11 @@ def approximate_step(
     (see the CPU ``_approximate_step``), one thread per parameter; block ``b``
     also writes its share of ``||estimate||^2`` to ``norm_partials[b]`` (there are
     :func:`n_blocks` of them, to be added in order)."""
-    _approximate_step_kernel[_blocks(w.shape[0]), THREADS](
+    _approximate_step_kernel[n_blocks(w.shape[0]), THREADS](
         estimate, cached_gradient, w_old, w, removed_sum, added_sum, has_removed,
         has_added, b_old, b_new, learning_rate, alpha, n_penalized, w_row, g_row,
         norm_partials,
     )  # fmt: skip
-
-
-def n_blocks(n):
-    """Blocks of a one-thread-per-element launch over ``n`` elements."""
-    return _blocks(n)
 
 
 @cuda.jit
@@ -647,7 +641,7 @@ def pair_difference(
     n_penalized, y,
 ):  # fmt: skip
     """The L-BFGS pair's ``y``: the original batch's regularised gradient change."""
-    _pair_difference_kernel[_blocks(y.shape[0]), THREADS](
+    _pair_difference_kernel[n_blocks(y.shape[0]), THREADS](
         new_sum, added_sum, removed_sum, b_old, cached_gradient, step, alpha,
         n_penalized, y,
     )  # fmt: skip
@@ -683,7 +677,7 @@ def _copy_row_kernel(source, target, row):
 
 def copy_row(source, target, row):
     """``target[row] = source``."""
-    _copy_row_kernel[_blocks(source.shape[0]), THREADS](source, target, row)
+    _copy_row_kernel[n_blocks(source.shape[0]), THREADS](source, target, row)
 
 
 # ------------------------------------------------------------ curvature products
@@ -735,10 +729,10 @@ def lbfgs_product(
     _lbfgs_projections_kernel[2 * n_used, _REDUCE_THREADS](
         S, Yp, slots, first, n_used, sigma, v, projections
     )
-    _lbfgs_coefficients_kernel[_blocks(2 * n_used), THREADS](
+    _lbfgs_coefficients_kernel[n_blocks(2 * n_used), THREADS](
         middle_inv, projections, n_used, sigma, coefficients
     )
-    _lbfgs_output_kernel[_blocks(v.shape[0]), THREADS](
+    _lbfgs_output_kernel[n_blocks(v.shape[0]), THREADS](
         S, Yp, slots, first, n_used, sigma, coefficients, v, out
     )
 
@@ -784,7 +778,7 @@ def subsampled_hessian_product(
             X, Y, sample_weight, removed, w, v, offset, loss, n_outputs,
             fit_intercept, removed_part, workspace, accumulate=False,
         )  # fmt: skip
-    _combine_hessian_kernel[_blocks(out.shape[0]), THREADS](
+    _combine_hessian_kernel[n_blocks(out.shape[0]), THREADS](
         out, removed_part, has_removed, scale, kept_weight + removed_weight, v,
         alpha, offset.shape[0] * n_outputs, out,
     )  # fmt: skip
@@ -808,6 +802,6 @@ def _gram_product_kernel(gram, batch_weight, v, alpha, n_outputs, n_penalized, o
 
 def gram_product(gram, batch_weight, v, alpha, n_outputs, n_penalized, out):
     """``out = (gram / batch_weight) (x) I_K v + alpha P v``."""
-    _gram_product_kernel[_blocks(out.shape[0]), THREADS](
+    _gram_product_kernel[n_blocks(out.shape[0]), THREADS](
         gram, batch_weight, v, alpha, n_outputs, n_penalized, out
     )
