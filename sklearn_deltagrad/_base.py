@@ -88,6 +88,7 @@ class _BaseDeltaGrad(BaseEstimator):
             StrOptions({"auto"}),
             Interval(Integral, 1, None, closed="left"),
         ],
+        "secant_correction": ["boolean"],
         "max_change_share": [Interval(Real, 0, 1, closed="right"), None],
         "max_drift": [Interval(Real, 0, None, closed="neither"), None],
         "max_cache_bytes": [Interval(Integral, 1, None, closed="left"), None],
@@ -110,6 +111,7 @@ class _BaseDeltaGrad(BaseEstimator):
         curvature="auto",
         lbfgs_memory="auto",
         hessian_rows="auto",
+        secant_correction=True,
         max_change_share=0.5,
         max_drift=None,
         max_cache_bytes=DEFAULT_MAX_CACHE_BYTES,
@@ -128,6 +130,7 @@ class _BaseDeltaGrad(BaseEstimator):
         self.curvature = curvature
         self.lbfgs_memory = lbfgs_memory
         self.hessian_rows = hessian_rows
+        self.secant_correction = secant_correction
         self.max_change_share = max_change_share
         self.max_drift = max_drift
         self.max_cache_bytes = max_cache_bytes
@@ -192,7 +195,7 @@ class _BaseDeltaGrad(BaseEstimator):
             alpha=float(self.alpha),
             offset=np.asarray(offset, dtype=np.float64),
         )
-        resolve_curvature(self.curvature, model, self.hessian_rows)
+        self._curvature_code(model)
         n_samples = X.shape[0]
         batch_size = n_samples if self.batch_size is None else self.batch_size
         self._check_cache_size(n_samples, batch_size, model)
@@ -242,7 +245,7 @@ class _BaseDeltaGrad(BaseEstimator):
             return
         batch_size = min(batch_size, n_samples)
         n_iterations = -(-n_samples // batch_size) * self.max_iter
-        curvature = resolve_curvature(self.curvature, model, self.hessian_rows)
+        curvature = self._curvature_code(model)
         nbytes = estimate_cache_nbytes(
             n_iterations, n_samples * self.max_iter, model, curvature
         )
@@ -445,17 +448,26 @@ class _BaseDeltaGrad(BaseEstimator):
             (report, log, drift_total),
         )
 
+    def _curvature_code(self, model):
+        return resolve_curvature(
+            self.curvature,
+            model,
+            self.hessian_rows,
+            corrected_full_batch=self.batch_size is None and self.secant_correction,
+        )
+
     def _replay_settings(self):
         return ReplaySettings(
             burn_in=int(self.burn_in),
             exact_period=int(self.exact_period),
-            curvature=resolve_curvature(self.curvature, self._model, self.hessian_rows),
+            curvature=self._curvature_code(self._model),
             lbfgs_memory=resolve_lbfgs_memory(
                 self.lbfgs_memory,
                 self._model,
                 self._batch_nonzeros,
             ),
             hessian_rows=resolve_hessian_rows(self.hessian_rows, self._model),
+            secant_correction=bool(self.secant_correction),
         )
 
     @staticmethod

@@ -20,7 +20,15 @@ import math
 import numpy as np
 from numba import cuda
 
-from ._curvature import _MIN_CURVATURE, GRAM, LBFGS, lbfgs_factorize
+from ._curvature import (
+    _MIN_CURVATURE,
+    GRAM,
+    HESSIAN,
+    LBFGS,
+    MIN_STEP_SQUARE,
+    lbfgs_factorize,
+    secant_weight,
+)
 from ._kernels import cuda as kernels
 from ._kernels.cpu import CSRRows, weight_sum
 
@@ -143,7 +151,7 @@ class _PairMemory:
         index = cuda.to_device(np.array([0, 0, 1], dtype=np.int64))
         kernels.row_dots(pair, index[:2], pair, index[1:], self.dots)
         ss, sy = self.dots[:2].copy_to_host()
-        if ss <= 1e-30 or sy <= _MIN_CURVATURE * ss:
+        if ss <= MIN_STEP_SQUARE or sy <= _MIN_CURVATURE * ss:
             return
         memory = self.memory
         n = self.n_pairs
@@ -198,6 +206,7 @@ def replay_iterations(
     curvature,
     lbfgs_memory,
     hessian_rows,
+    secant_correction,
     curvature_bound,
     grams,
     weights,
@@ -227,9 +236,17 @@ def replay_iterations(
     )
     pairs = _PairMemory(lbfgs_memory if curvature == LBFGS else 1, n_params, alpha)
     pair = cuda.device_array((2, n_params))
-    step, pair_y = pair[0], pair[1]
-    vectors = cuda.device_array((6, n_params))
-    midpoint, estimate, new_sum, removed_sum, added_sum, removed_part = vectors
+    step, secant = pair[0], pair[1]
+    vectors = cuda.device_array((9, n_params))
+    midpoint, estimate, new_sum, removed_sum, added_sum, removed_part = vectors[:6]
+    direction, plain, anchor_product = vectors[6:]
+    # The Hessian model's secant control variate (as the CPU loop): the anchor's
+    # step and secant stay on the GPU, the weight's sums come back at each check.
+    corrected = curvature == HESSIAN and secant_correction
+    anchor = cuda.device_array((2, n_params))
+    has_anchor = False
+    control_sums = np.zeros(2)
+    d_control_sums = cuda.to_device(np.zeros(2))
     # Per iteration ||step||^2 and ||B step||^2 (the bound check), and the squared
     # residuals of the checked exact iterations: read back in batches.
     # Per row: ||step||^2, then the blocks' shares of ||B step||^2.
@@ -261,6 +278,22 @@ def replay_iterations(
             if not estimate_norm2 <= bound2 * step_norm2:
                 return t
         return None
+
+    def sampled_product(t, v, out):
+        """``out = (H + alpha P) v`` from the Hessian sample of iteration ``t``
+        at ``midpoint`` (the CPU loop's ``_sampled_product``)."""
+        lo, hi = new_ptr[t], new_ptr[t + 1]
+        a_lo, a_hi = added_ptr[t], added_ptr[t + 1]
+        r_lo, r_hi = removed_ptr[t], removed_ptr[t + 1]
+        n_sample = min(hessian_rows, hi - lo - (a_hi - a_lo))
+        kernels.subsampled_hessian_product(
+            d_X, d_Y, d_weight, d_new_rows[lo : lo + n_sample],
+            weight_sum(sample_weight, new_rows[lo : lo + n_sample]),
+            new_batch_weights[t] - weight_sum(sample_weight, added_rows[a_lo:a_hi]),
+            d_removed[r_lo:r_hi], weight_sum(sample_weight, removed_rows[r_lo:r_hi]),
+            midpoint, v, alpha, d_offset, loss, n_outputs, fit_intercept, out,
+            workspace, removed_part,
+        )  # fmt: skip
 
     t = t_start
     resume = None
@@ -307,17 +340,18 @@ def replay_iterations(
                     d_grams[row], b_old, step, alpha, n_outputs, n_penalized, estimate
                 )
             else:
-                a_lo, a_hi = added_ptr[t], added_ptr[t + 1]
-                r_lo, r_hi = removed_ptr[t], removed_ptr[t + 1]
-                n_sample = min(hessian_rows, hi - lo - (a_hi - a_lo))
-                kernels.subsampled_hessian_product(
-                    d_X, d_Y, d_weight, d_new_rows[lo : lo + n_sample],
-                    weight_sum(sample_weight, new_rows[lo : lo + n_sample]),
-                    b_new - weight_sum(sample_weight, added_rows[a_lo:a_hi]),
-                    removed_t, weight_sum(sample_weight, removed_rows[r_lo:r_hi]),
-                    midpoint, step, alpha, d_offset, loss, n_outputs, fit_intercept,
-                    estimate, workspace, removed_part,
-                )  # fmt: skip
+                weight = secant_weight(control_sums) if has_anchor else 0.0
+                if weight != 0.0:
+                    kernels.combine(step, -weight, anchor[0], direction)
+                    sampled_product(t, direction, estimate)
+                    kernels.combine(estimate, weight, anchor[1], estimate)
+                else:
+                    sampled_product(t, step, estimate)
+                if corrected and scheduled and has_anchor:
+                    # For the weight's fit at this check (as the CPU loop).
+                    sampled_product(t, anchor[0], anchor_product)
+                    kernels.combine(estimate, -weight, anchor[1], plain)
+                    kernels.combine(plain, weight, anchor_product, plain)
         if approximate:
             # No batch Hessian is steeper than the per-row bound (checked later).
             kernels.approximate_step(
@@ -349,11 +383,26 @@ def replay_iterations(
                 removed_sum, b_old, residuals, row,
             )  # fmt: skip
             checked.append(row)
-        if curvature == LBFGS and exact[t] and b_old > 0.0:
+        if (curvature == LBFGS or corrected) and exact[t] and b_old > 0.0:
             kernels.pair_difference(
                 new_sum, added_sum, removed_sum, b_old, g_old, step, alpha,
-                n_penalized, pair_y,
+                n_penalized, secant,
             )  # fmt: skip
+        anchored = corrected and exact[t] and b_old > 0.0
+        if anchored:
+            # ||step||^2, from step_from: a step of rounding noise makes no anchor.
+            anchored = bound_norms[row, :1].copy_to_host()[0] > MIN_STEP_SQUARE
+        if anchored:
+            if scheduled and has_anchor:
+                kernels.fill(d_control_sums, 0.0)
+                kernels.secant_control_sums(
+                    secant, plain, anchor[1], anchor_product, d_control_sums
+                )
+                control_sums += d_control_sums.copy_to_host()
+            kernels.copy_row(step, anchor, 0)
+            kernels.copy_row(secant, anchor, 1)
+            has_anchor = True
+        if curvature == LBFGS and exact[t] and b_old > 0.0:
             pairs.push(pair)
         out_exact[t] = True
         kernels.record_and_step(

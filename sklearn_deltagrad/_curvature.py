@@ -13,6 +13,15 @@ the new iterate ``w'`` from the cached one at ``w``: ``g(w) + alpha P w + B (w' 
   long request sequences drift) of the first rows of the batch (batches are
   random permutations, so these are a random subset fixed by ``random_state``) plus
   ``alpha P``, costing ``O(rows * d)`` per product;
+  With ``secant_correction`` the product becomes ``H (v - c s_e) + c y_e``: the
+  exact regularised secant ``y_e`` of the last exact iteration's original batch
+  (its step ``s_e``, see :func:`pair_difference`) stands in for the sample's
+  product along ``s_e``, so the sample's noise hits only ``v - c s_e`` (small late
+  in a replay, where the two trajectories move in parallel). ``y_e`` comes from
+  another batch, so it carries that batch's deviation; the weight ``c`` in
+  ``[0, 1]`` is the least-squares coefficient of this control variate, fitted at
+  the scheduled exact iterations (:func:`secant_control_sums`,
+  :func:`secant_weight`);
 - ``GRAM`` (squared loss only): the exact batch Hessian, kept as the Gram matrix
   ``sum_i a_i a_i^T`` of each batch's centred rows ``a_i = (x_i - offset, 1)``; it does
   not depend on ``w``, is built once at the first request and then updated by the
@@ -69,13 +78,17 @@ def resolve_lbfgs_memory(lbfgs_memory, model, batch_nonzeros):
     return int(min(_MAX_AUTO_PAIRS, max(2, pairs)))
 
 
-def resolve_curvature(name, model, hessian_rows):
+def resolve_curvature(name, model, hessian_rows, *, corrected_full_batch=False):
     """The curvature model code for the ``curvature`` parameter.
 
     ``"auto"`` picks the exact ``"gram"`` model for the squared loss with at most
     ``_MAX_GRAM_COLUMNS`` columns; otherwise ``"hessian"`` when its row sample can
     have full rank (``rows * n_outputs >= 2 * n_params``, ``rows`` resolved by
-    :func:`resolve_hessian_rows`), else ``"lbfgs"``.
+    :func:`resolve_hessian_rows`) or for full-batch gradient descent with the
+    secant correction (``corrected_full_batch``: every iteration sees the same
+    batch, so the secant of the last exact iteration carries what a small sample
+    misses; on MNIST t10k, 7,850 parameters, 128 rows gave 0.008-0.009 against
+    0.016-0.017 for 32 L-BFGS pairs), else ``"lbfgs"``.
     """
     hessian_rows = resolve_hessian_rows(hessian_rows, model)
     columns = model.n_features + int(model.fit_intercept)
@@ -88,7 +101,7 @@ def resolve_curvature(name, model, hessian_rows):
         return CURVATURE_CODES[name]
     if model.loss == SQUARED and columns <= _MAX_GRAM_COLUMNS:
         return GRAM
-    if hessian_rows * model.n_outputs >= 2 * model.n_params:
+    if hessian_rows * model.n_outputs >= 2 * model.n_params or corrected_full_batch:
         return HESSIAN
     return LBFGS
 
@@ -110,6 +123,10 @@ _MAX_AUTO_PAIRS = 32
 # intercept): T * q^2 floats, at most 32 KiB per iteration.
 _MAX_GRAM_COLUMNS = 64
 
+# Steps with s's at or below this are rounding noise: no L-BFGS pair, no secant
+# anchor is made of them.
+MIN_STEP_SQUARE = 1e-30
+
 # A pair is kept only if s'y > _MIN_CURVATURE * s's; the middle matrix is used only
 # while its condition number stays below _MAX_CONDITION.
 _MIN_CURVATURE = 1e-10
@@ -130,7 +147,7 @@ def lbfgs_push_pair(S, Yp, SY, SS, slots, n_pairs, s, y):
     was full and ``n_pairs`` is unchanged).
     """
     ss = np.dot(s, s)
-    if ss <= 1e-30 or np.dot(s, y) <= _MIN_CURVATURE * ss:
+    if ss <= MIN_STEP_SQUARE or np.dot(s, y) <= _MIN_CURVATURE * ss:
         return n_pairs, False
     memory = S.shape[0]
     if n_pairs == memory:
@@ -328,3 +345,49 @@ def gram_product(gram, batch_weight, v, alpha, n_outputs, n_penalized, out):
                     out[j * n_outputs + k] += g * v[col * n_outputs + k]
     out /= batch_weight
     add_penalty(v, alpha, n_penalized, out)
+
+
+@njit(cache=True)
+def pair_difference(
+    new_sum, added_sum, removed_sum, b_old, cached_gradient, step, alpha,
+    n_penalized, y,
+):  # fmt: skip
+    """``y = g_old(w') - g_t + alpha P s``: the original batch's regularised
+    gradient change over the step ``s = w' - w_t`` (an L-BFGS pair's ``y``, the
+    Hessian model's secant), from the new batch's sum and the changed rows'."""
+    for i in range(y.shape[0]):
+        value = (new_sum[i] - added_sum[i] + removed_sum[i]) / b_old
+        value -= cached_gradient[i]
+        if i < n_penalized:
+            value += alpha * step[i]
+        y[i] = value
+
+
+@njit(cache=True)
+def secant_control_sums(secant, plain, anchor_secant, anchor_product, sums):
+    """Add one check's terms to the least-squares sums of the secant weight.
+
+    At a scheduled exact iteration the exact secant ``secant`` (``y`` of this
+    step) is known; ``plain`` is the sampled product along the step, and
+    ``anchor_product`` the same sample's product along the last anchor's step
+    ``s_e``, whose exact secant is ``anchor_secant``. The control variate is
+    ``c = anchor_secant - anchor_product``; ``sums[0] += (secant - plain) . c`` and
+    ``sums[1] += c . c``.
+    """
+    cross = 0.0
+    square = 0.0
+    for i in range(secant.shape[0]):
+        control = anchor_secant[i] - anchor_product[i]
+        cross += (secant[i] - plain[i]) * control
+        square += control * control
+    sums[0] += cross
+    sums[1] += square
+
+
+@njit(cache=True)
+def secant_weight(sums):
+    """The control variate's weight from :func:`secant_control_sums`: the
+    least-squares coefficient clipped to ``[0, 1]`` (0 before any check)."""
+    if sums[1] <= 0.0:
+        return 0.0
+    return min(1.0, max(0.0, sums[0] / sums[1]))

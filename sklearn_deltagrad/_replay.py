@@ -16,16 +16,21 @@ from numba import njit
 from ._backend import cuda_loops
 from ._curvature import (
     GRAM,
+    HESSIAN,
     LBFGS,
+    MIN_STEP_SQUARE,
     batch_grams,
     gram_product,
     lbfgs_factorize,
     lbfgs_product,
     lbfgs_push_pair,
+    pair_difference,
+    secant_control_sums,
+    secant_weight,
     subsampled_hessian_product,
     update_grams,
 )
-from ._kernels.cpu import add_penalty, as_kernel_rows, gradient_sum, weight_sum
+from ._kernels.cpu import as_kernel_rows, gradient_sum, weight_sum
 from ._training import curvature_bound, run_sgd
 
 
@@ -38,6 +43,7 @@ class ReplaySettings:
     curvature: int
     lbfgs_memory: int
     hessian_rows: int
+    secant_correction: bool = True
 
 
 @dataclass
@@ -120,6 +126,7 @@ def replay_iterations(
     curvature,
     lbfgs_memory,
     hessian_rows,
+    secant_correction,
     curvature_bound,
     grams,
     weights,
@@ -142,6 +149,10 @@ def replay_iterations(
     gradient is compared with the exact one (the residual); the exposure is the sum
     of ``(learning_rate * b_old / b_new)^2`` over approximate iterations, whose
     factor is how far a gradient error there moves the parameters.
+    ``secant_correction`` adds the secant control variate to the ``HESSIAN``
+    model (see :mod:`sklearn_deltagrad._curvature`): its anchor is the last exact
+    iteration whose cached gradient is exact, its weight is fitted at the
+    scheduled exact iterations.
     """
     n_iterations, n_params = weights.shape
     n_penalized = offset.shape[0] * n_outputs
@@ -161,6 +172,16 @@ def replay_iterations(
     added_sum = np.empty(n_params)
     estimate = np.empty(n_params)
     midpoint = np.empty(n_params)
+    # The Hessian model's secant control variate: the last exact iteration's step
+    # and regularised secant (the anchor), the least-squares sums of its weight.
+    corrected = curvature == HESSIAN and secant_correction
+    anchor = np.zeros((2, n_params))
+    has_anchor = False
+    control_sums = np.zeros(2)
+    direction = np.empty(n_params)
+    secant = np.empty(n_params)
+    plain = np.empty(n_params)
+    anchor_product = np.empty(n_params)
     n_exact = 0
     residual_sum = 0.0
     n_checks = 0
@@ -241,30 +262,31 @@ def replay_iterations(
                     grams[t], b_old, step, alpha, n_outputs, n_penalized, estimate
                 )
             else:
-                # This request's added rows sit at the end of the batch.
-                n_kept = hi - lo - added_t.shape[0]
-                sample = new_rows[lo : lo + min(hessian_rows, n_kept)]
-                kept_weight = b_new - weight_sum(sample_weight, added_t)
+                weight = secant_weight(control_sums) if has_anchor else 0.0
                 # The Hessian at the midpoint of w_t and w' makes the secant
                 # g(w') - g(w_t) exact to third order.
                 for i in range(n_params):
                     midpoint[i] = weights[t, i] + 0.5 * step[i]
-                subsampled_hessian_product(
-                    X,
-                    Y,
-                    sample_weight,
-                    sample,
-                    kept_weight,
-                    removed_t,
-                    midpoint,
-                    step,
-                    alpha,
-                    offset,
-                    loss,
-                    n_outputs,
-                    fit_intercept,
-                    estimate,
-                )
+                    direction[i] = step[i] - weight * anchor[0, i]
+                _sampled_product(
+                    X, Y, sample_weight, new_rows[lo:hi], removed_t, added_t,
+                    b_new, hessian_rows, midpoint, direction, alpha, offset, loss,
+                    n_outputs, fit_intercept, estimate,
+                )  # fmt: skip
+                if weight != 0.0:
+                    for i in range(n_params):
+                        estimate[i] += weight * anchor[1, i]
+                if corrected and scheduled and has_anchor:
+                    # For the weight's fit at this check: the sample's products
+                    # along s_e and (from the estimate) along the step.
+                    _sampled_product(
+                        X, Y, sample_weight, new_rows[lo:hi], removed_t, added_t,
+                        b_new, hessian_rows, midpoint, anchor[0], alpha, offset,
+                        loss, n_outputs, fit_intercept, anchor_product,
+                    )  # fmt: skip
+                    for i in range(n_params):
+                        value = estimate[i] - weight * anchor[1, i]
+                        plain[i] = value + weight * anchor_product[i]
             # No batch Hessian is steeper than the per-row bound: a larger product
             # means the model is wrong here, so compute this iteration exactly.
             limit2 = curvature_bound * curvature_bound * step_norm2
@@ -322,10 +344,23 @@ def replay_iterations(
                     residual += diff * diff
                 residual_sum += np.sqrt(residual)
                 n_checks += 1
+            if (curvature == LBFGS or corrected) and exact[t] and b_old > 0.0:
+                # The regularised gradient difference of the *original* batch.
+                pair_difference(
+                    new_sum, added_sum, removed_sum, b_old, gradients[t], step,
+                    alpha, n_penalized, secant,
+                )  # fmt: skip
+            anchored = step_norm2 > MIN_STEP_SQUARE
+            if corrected and exact[t] and b_old > 0.0 and anchored:
+                if scheduled and has_anchor:
+                    # Fit the control variate's weight on this known secant.
+                    secant_control_sums(
+                        secant, plain, anchor[1], anchor_product, control_sums
+                    )
+                anchor[0] = step
+                anchor[1] = secant
+                has_anchor = True
             if curvature == LBFGS and exact[t] and b_old > 0.0:
-                # y = regularised gradient difference of the *original* batch.
-                pair_y = (new_sum - added_sum + removed_sum) / b_old - gradients[t]
-                add_penalty(step, alpha, n_penalized, pair_y)
                 n_pairs, accepted = lbfgs_push_pair(
                     pairs_s,
                     pairs_y,
@@ -334,7 +369,7 @@ def replay_iterations(
                     pair_slots,
                     n_pairs,
                     step,
-                    pair_y,
+                    secant,
                 )
                 if accepted:
                     first_pair, sigma = lbfgs_factorize(
@@ -352,6 +387,22 @@ def replay_iterations(
                 out_gradients[t],
             )
     return w, n_exact, residual_sum, n_checks, exposure
+
+
+@njit(cache=True)
+def _sampled_product(
+    X, Y, sample_weight, batch_rows, removed, added, b_new, hessian_rows, point, v,
+    alpha, offset, loss, n_outputs, fit_intercept, out,
+):  # fmt: skip
+    """``out = (H + alpha P) v``, the original batch's Hessian at ``point`` from the
+    first ``hessian_rows`` kept rows of the new batch ``batch_rows`` (this
+    request's ``added`` rows sit at its end) plus the ``removed`` rows."""
+    n_kept = batch_rows.shape[0] - added.shape[0]
+    subsampled_hessian_product(
+        X, Y, sample_weight, batch_rows[: min(hessian_rows, n_kept)],
+        b_new - weight_sum(sample_weight, added), removed, point, v, alpha, offset,
+        loss, n_outputs, fit_intercept, out,
+    )  # fmt: skip
 
 
 @njit(cache=True)
@@ -593,6 +644,7 @@ def apply_change(
             # More pairs than parameters cannot be independent.
             min(settings.lbfgs_memory, model.n_params),
             settings.hessian_rows,
+            settings.secant_correction,
             bound,
             np.zeros((1, 1, 1)) if old_grams is None else old_grams,
             old_cache.weights,

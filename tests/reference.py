@@ -396,6 +396,7 @@ def deltagrad_replay(
     curvature,
     lbfgs_memory,
     hessian_rows,
+    secant_correction=False,
     lbfgs_form="recursive",
     sample_weight=None,
     curvature_bound=None,
@@ -425,6 +426,16 @@ def deltagrad_replay(
     ``kept weight / sample weight`` (dropped when the sample weighs 0). With
     ``curvature_bound`` (see :func:`curvature_bound`), an iteration whose modelled
     product ``||(B) s||`` exceeds ``curvature_bound * ||s||`` is computed exactly.
+
+    ``secant_correction`` (``"hessian"`` only): the secant control variate. The
+    anchor ``(s_e, y_e)`` is the step and regularised secant ``y = g_old_batch(w')
+    - g_t + alpha P s`` of the last exact iteration with an exact cached gradient,
+    a non-empty old batch and ``s's > 1e-30``; the product becomes ``H_mid (s -
+    c s_e) + c y_e`` with ``H_mid`` the sampled matrix above. ``c`` is
+    ``sum((y - H_mid s) . (y_e - H_mid s_e)) / sum(||y_e - H_mid s_e||^2)``
+    clipped to ``[0, 1]``, the
+    sums running over the scheduled exact iterations that have an anchor (with
+    their own ``H_mid`` and ``y``), ``c = 0`` before the first.
     """
     X = dense(X)
     Y = np.asarray(Y, dtype=np.float64)
@@ -474,6 +485,8 @@ def deltagrad_replay(
             "n_skipped": 0,
         }
     w = weights[t0].copy()
+    anchor = None
+    cross = square = 0.0
     pairs = []
     first, B = 0, None
     n_exact = n_skipped = 0
@@ -490,19 +503,26 @@ def deltagrad_replay(
             continue
         scheduled = t < burn_in or (t - burn_in) % exact_period == 0
         usable = curvature != "lbfgs" or (B is not None and first < len(pairs))
+        corrected = secant_correction and curvature == "hessian"
+        needs_matrix = (usable and not scheduled) or (corrected and scheduled)
+        if curvature != "lbfgs" and b_old > 0 and needs_matrix:
+            n_sample = kept.size if curvature == "gram" else hessian_rows
+            sample = kept[: min(n_sample, kept.size)]
+            # Hessian at the midpoint of the old and new iterates.
+            w_mid = w_old + 0.5 * s
+            H = hess(removed, w_mid)
+            if size(sample) > 0:
+                H = H + hess(sample, w_mid) * (size(kept) / size(sample))
+            H = H / b_old + alpha * np.diag(mask.astype(float))
         curv = None
         if usable and b_old > 0 and not scheduled:
             if curvature == "lbfgs":
                 curv = B @ s
+            elif corrected and anchor is not None:
+                c = min(1.0, max(0.0, cross / square)) if square > 0 else 0.0
+                curv = H @ (s - c * anchor[0]) + c * anchor[1]
             else:
-                n_sample = kept.size if curvature == "gram" else hessian_rows
-                sample = kept[: min(n_sample, kept.size)]
-                # Hessian at the midpoint of the old and new iterates.
-                w_mid = w_old + 0.5 * s
-                H = hess(removed, w_mid)
-                if size(sample) > 0:
-                    H = H + hess(sample, w_mid) * (size(kept) / size(sample))
-                curv = H @ s / b_old + alpha * mask * s
+                curv = H @ s
             if curvature_bound is not None:
                 # A product steeper than any batch Hessian: the model is wrong.
                 if np.linalg.norm(curv) > curvature_bound * np.linalg.norm(s):
@@ -517,6 +537,13 @@ def deltagrad_replay(
                     memory = min(lbfgs_memory, s.shape[0])
                     pairs = (pairs + [(s.copy(), y)])[-memory:]
                     first, _, B = lbfgs_model(pairs, alpha, lbfgs_form)
+            if corrected and exact_in[t] and b_old > 0 and s @ s > MIN_PAIR_NORM2:
+                y = grad(old, w) / b_old - gradients[t] + alpha * mask * s
+                if scheduled and anchor is not None:
+                    control = anchor[1] - H @ anchor[0]
+                    cross += (y - H @ s) @ control
+                    square += control @ control
+                anchor = (s.copy(), y)
             exact_out[t] = True
         else:
             estimate = gradients[t] + alpha * mask * w_old + curv
@@ -551,6 +578,8 @@ def resolved_curvature(est):
     if model.loss == SQUARED and columns <= 64:
         return "gram"
     if hessian_rows_of(est) * model.n_outputs >= 2 * n_params:
+        return "hessian"
+    if est.batch_size is None and est.secant_correction:
         return "hessian"
     return "lbfgs"
 
@@ -633,6 +662,7 @@ def replay_request(
         curvature=resolved_curvature(est),
         lbfgs_memory=lbfgs_memory_of(est),
         hessian_rows=hessian_rows_of(est),
+        secant_correction=bool(est.secant_correction),
         lbfgs_form=lbfgs_form,
         sample_weight=sample_weight,
         curvature_bound=curvature_bound,

@@ -608,6 +608,7 @@ BAD_PARAMS = [
     ({"curvature": "newton"}, r"'curvature' parameter"),
     ({"lbfgs_memory": 0}, r"'lbfgs_memory' parameter"),
     ({"hessian_rows": 0}, r"'hessian_rows' parameter"),
+    ({"secant_correction": "yes"}, r"'secant_correction' parameter"),
     ({"fit_intercept": "yes"}, r"'fit_intercept' parameter"),
     ({"batch_size": 2.5}, r"'batch_size' parameter"),
 ]

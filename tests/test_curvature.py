@@ -1,6 +1,6 @@
 """The curvature models of the replay: the exact Gram model of the squared loss, the
-``"auto"`` choice, determinism, and the sub-sampled Hessian beating the paper's
-L-BFGS (m = 2) on real data."""
+``"auto"`` choice, determinism, the sub-sampled Hessian beating the paper's
+L-BFGS (m = 2) on real data, and its secant control variate."""
 
 import copy
 
@@ -12,6 +12,7 @@ from sklearn.datasets import make_classification, make_regression
 
 from sklearn_deltagrad import DeltaGradLogisticRegression, DeltaGradRidge
 from sklearn_deltagrad._curvature import (
+    CURVATURE_CODES,
     GRAM,
     HESSIAN,
     LBFGS,
@@ -19,6 +20,8 @@ from sklearn_deltagrad._curvature import (
     gram_product,
     resolve_curvature,
     resolve_hessian_rows,
+    secant_control_sums,
+    secant_weight,
     update_grams,
 )
 
@@ -220,11 +223,30 @@ def test_auto_curvature_choice():
         # Two classes x 101 columns: "auto" samples 404 rows (>= 202), 128 do not.
         (DeltaGradLogisticRegression(), Xb, yb, HESSIAN),
         (DeltaGradLogisticRegression(hessian_rows=128), Xb, yb, LBFGS),
+        # Full-batch gradient descent with the secant correction: the Hessian
+        # model even with a rank-deficient sample; without it, L-BFGS.
+        (
+            DeltaGradLogisticRegression(hessian_rows=128, batch_size=None),
+            Xb,
+            yb,
+            HESSIAN,
+        ),
+        (
+            DeltaGradLogisticRegression(
+                hessian_rows=128, batch_size=None, secant_correction=False
+            ),
+            Xb,
+            yb,
+            LBFGS,
+        ),
+        (DeltaGradRidge(hessian_rows=8, batch_size=None), wide, yr, HESSIAN),
     ]
     for est, data, target, expected in cases:
         est.set_params(max_iter=2, random_state=0).fit(data, target)
-        assert resolve_curvature("auto", est._model, est.hessian_rows) == expected
         assert est._replay_settings().curvature == expected
+        assert CURVATURE_CODES[ref.resolved_curvature(est)] == expected
+        if est.batch_size is not None:
+            assert resolve_curvature("auto", est._model, est.hessian_rows) == expected
 
 
 def test_gram_curvature_needs_the_squared_loss():
@@ -274,6 +296,75 @@ def test_hessian_model_beats_paper_lbfgs_on_real_data(load_dataset):
     print(ratios)
     assert ratios["hessian"] < 0.5 * ratios["lbfgs-m2"]
     assert ratios["hessian"] < 0.05
+
+
+def test_secant_control_sums_and_weight():
+    """The least-squares sums of the secant weight, against NumPy, and the weight:
+    their ratio clipped to [0, 1], 0 without a usable check."""
+    rng = np.random.default_rng(0)
+    sums = np.zeros(2)
+    expected = np.zeros(2)
+    for _ in range(3):
+        secant, plain, anchor_secant, anchor_product = rng.normal(size=(4, 37))
+        secant_control_sums(secant, plain, anchor_secant, anchor_product, sums)
+        control = anchor_secant - anchor_product
+        expected += [(secant - plain) @ control, control @ control]
+    np.testing.assert_allclose(sums, expected, rtol=1e-13)
+    assert secant_weight(sums) == pytest.approx(
+        min(1.0, max(0.0, expected[0] / expected[1])), rel=1e-13
+    )
+    assert secant_weight(np.array([0.3, 0.6])) == 0.5
+    assert secant_weight(np.array([-0.3, 0.6])) == 0.0
+    assert secant_weight(np.array([0.9, 0.6])) == 1.0
+    assert secant_weight(np.zeros(2)) == 0.0
+
+
+@pytest.mark.parametrize("secant_correction", [False, True])
+def test_hessian_model_of_the_whole_batch_is_exact(secant_correction):
+    """With every kept row in the sample, the ``"hessian"`` model is the exact
+    batch Hessian, and ridge's replay is the exact retrain up to rounding; the
+    secant correction's fitted weight then stays at ~0 (the plain product has
+    nothing left to correct), so it is exact too."""
+    X, y = make_regression(300, 6, noise=1.0, random_state=0)
+    est = DeltaGradRidge(
+        curvature="hessian",
+        hessian_rows=1000,
+        batch_size=50,
+        max_iter=6,
+        burn_in=2,
+        exact_period=4,
+        secant_correction=secant_correction,
+        random_state=0,
+    ).fit(X, y)
+    exact = copy.deepcopy(est).partial_unfit(indices=[3, 70, 111], method="exact")
+    est.partial_unfit(indices=[3, 70, 111])
+    assert est.last_update_.n_approximate_iterations > 10
+    w, w_u = parameters(est), parameters(exact)
+    assert np.linalg.norm(w - w_u) <= 1e-10 * np.linalg.norm(w_u)
+
+
+def test_secant_correction_beats_plain_hessian_on_real_data(load_dataset):
+    """On covtype (7 classes) with batches of 16,384 rows, the secant control
+    variate makes the replay markedly closer to the exact retrain than the plain
+    sampled Hessian (measured: 0.038 -> 0.021 and 0.033 -> 0.020; a fidelity
+    test, not timed)."""
+    X_train, _, y_train, _ = load_dataset("covtype")
+    base = DeltaGradLogisticRegression(
+        random_state=0, max_iter=20, batch_size=16384
+    ).fit(X_train, y_train)
+    for seed in (0, 1):
+        ids = np.random.default_rng(seed).choice(len(y_train), 74, replace=False)
+        exact = copy.deepcopy(base).partial_unfit(indices=ids, method="exact")
+        w, w_u = parameters(base), parameters(exact)
+        ratios = {}
+        for corrected in (False, True):
+            est = copy.deepcopy(base).set_params(secant_correction=corrected)
+            est.partial_unfit(indices=ids)
+            distance = np.linalg.norm(parameters(est) - w_u)
+            ratios[corrected] = distance / np.linalg.norm(w - w_u)
+        print(seed, ratios)
+        assert ratios[True] < 0.75 * ratios[False]
+        assert ratios[True] < 0.03
 
 
 def test_auto_hessian_rows():

@@ -225,6 +225,15 @@ REPLAY_SETTINGS = [
     ),
     pytest.param({"curvature": "hessian", "hessian_rows": 3}, id="hessian-3rows"),
     pytest.param(
+        {"curvature": "hessian", "hessian_rows": 3, "secant_correction": False},
+        id="hessian-3rows-plain",
+    ),
+    # Checks at every second iteration: the secant weight is refitted often.
+    pytest.param(
+        {"curvature": "hessian", "hessian_rows": 5, "exact_period": 2, "burn_in": 3},
+        id="hessian-5rows-t02",
+    ),
+    pytest.param(
         {"curvature": "hessian", "hessian_rows": 64, "exact_period": 6, "burn_in": 1},
         id="hessian-allrows",
     ),
@@ -589,6 +598,7 @@ def reference_replay(X, Y, ids, sample_weight, model, old, new, cache, settings)
         curvature=settings["curvature"],
         lbfgs_memory=settings["lbfgs_memory"],
         hessian_rows=settings["hessian_rows"],
+        secant_correction=settings.get("secant_correction", True),
         sample_weight=None if sample_weight is None else sample_weight[ids],
         curvature_bound=ref.curvature_bound(X[ids], model),
     )
@@ -601,6 +611,7 @@ def replay_settings(settings):
         curvature=CURVATURE_CODES[settings["curvature"]],
         lbfgs_memory=settings["lbfgs_memory"],
         hessian_rows=settings["hessian_rows"],
+        secant_correction=settings.get("secant_correction", True),
     )
 
 

@@ -648,6 +648,42 @@ def pair_difference(
 
 
 @cuda.jit
+def _combine_kernel(x, a, y, out):
+    i = cuda.grid(1)
+    if i < out.shape[0]:
+        out[i] = x[i] + a * y[i]
+
+
+def combine(x, a, y, out):
+    """``out = x + a * y`` (``out`` may be ``x``)."""
+    _combine_kernel[n_blocks(out.shape[0]), THREADS](x, a, y, out)
+
+
+@cuda.jit
+def _secant_control_kernel(secant, plain, anchor_secant, anchor_product, sums):
+    buffer = cuda.shared.array(_REDUCE_THREADS, np.float64)
+    cross = 0.0
+    square = 0.0
+    for i in range(cuda.threadIdx.x, secant.shape[0], cuda.blockDim.x):
+        control = anchor_secant[i] - anchor_product[i]
+        cross += (secant[i] - plain[i]) * control
+        square += control * control
+    cross_total = _block_total(cross, buffer)
+    square_total = _block_total(square, buffer)
+    if cuda.threadIdx.x == 0:
+        sums[0] += cross_total
+        sums[1] += square_total
+
+
+def secant_control_sums(secant, plain, anchor_secant, anchor_product, sums):
+    """Add one check's terms to the secant weight's least-squares sums (device
+    array of 2; see the CPU ``secant_control_sums``), in a fixed order."""
+    _secant_control_kernel[1, _REDUCE_THREADS](
+        secant, plain, anchor_secant, anchor_product, sums
+    )
+
+
+@cuda.jit
 def _row_dots_kernel(A, a_rows, B, b_rows, out):
     """``out[d] = A[a_rows[d]] . B[b_rows[d]]``, one block per dot."""
     buffer = cuda.shared.array(_REDUCE_THREADS, np.float64)

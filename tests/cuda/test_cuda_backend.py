@@ -198,6 +198,29 @@ def test_cuda_matches_cpu_through_a_sequence_of_requests(kind, curvature, layout
         assert rel_err(a, b) < TOL, f"step {step}"
 
 
+@pytest.mark.parametrize("layout", ["dense64", "csr"])
+def test_cuda_matches_cpu_with_and_without_the_secant_correction(layout):
+    """The Hessian model's secant control variate (anchor kept on the GPU, weight
+    fitted from sums read back at the checks) on a schedule with many checks."""
+    X, y = make_data("multiclass", layout=layout)
+    params = dict(curvature="hessian", hessian_rows=8, max_iter=5, exact_period=2)
+    models = {}
+    for corrected in (False, True):
+        for device in ("cpu", "cuda"):
+            est = make_estimator("multiclass", secant_correction=corrected, **params)
+            states, counts = run_sequence(est, X, y, device)
+            models[corrected, device] = (states, counts)
+        (gpu_states, gpu_counts), (cpu_states, cpu_counts) = (
+            models[corrected, "cuda"],
+            models[corrected, "cpu"],
+        )
+        assert gpu_counts == cpu_counts
+        for step, (a, b) in enumerate(zip(gpu_states, cpu_states, strict=True)):
+            assert rel_err(a, b) < TOL, f"step {step}"
+    # The correction changed the replay (its weight was not 0).
+    assert rel_err(models[True, "cpu"][0][1], models[False, "cpu"][0][1]) > 1e-8
+
+
 @pytest.mark.parametrize("curvature", ["lbfgs", "hessian"])
 def test_cuda_matches_cpu_when_a_batch_is_emptied(curvature):
     """Removing every row of a batch: the replay skips that iteration."""

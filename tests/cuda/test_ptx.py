@@ -113,7 +113,14 @@ def test_every_launched_kernel_compiles_for_sm90(nvvm_compiler, monkeypatch, tmp
         run_sequence(est, X, y, "cuda")
     X, y = make_data("multiclass", layout="csr")
     run_sequence(make_estimator("binary"), X.astype(np.float32), y > 0, "cuda")
-    assert len({name for name, _ in signatures}) >= 20
+    # Many checks: the secant control variate's weight is fitted and used.
+    est = make_estimator(
+        "multiclass", curvature="hessian", hessian_rows=8, max_iter=5, exact_period=2
+    )
+    run_sequence(est, X, y, "cuda")
+    launched = {name for name, _ in signatures}
+    assert len(launched) >= 20
+    assert {"_combine_kernel", "_secant_control_kernel"} <= launched
     path = tmp_path / "signatures.pkl"
     path.write_bytes(pickle.dumps(sorted(signatures, key=str)))
     done = subprocess.run(

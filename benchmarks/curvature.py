@@ -1,0 +1,237 @@
+"""Benchmark: fidelity against speed for each curvature model (issue #3).
+
+Run from the repository root::
+
+    python -m benchmarks.curvature                 # full run (about 25 minutes)
+    python -m benchmarks.curvature --quick         # covtype only, 2 changes
+    python -m benchmarks.curvature --datasets a9a --out /tmp/curvature
+
+For covtype (7 classes) and a9a with mini-batches of 1,024 and 16,384 rows, and for
+MNIST t10k with full-batch gradient descent (``batch_size=None``, 150 iterations, so
+that the ceiling of ``burn_in=10``, ``exact_period=10`` is 6.2x), every curvature
+model below serves the same requests (deletion of 1e-3 and 1e-2 of the training
+rows, addition of 1e-3 held out at fit) from the same fitted model:
+
+* ``lbfgs m=2`` (the paper's), ``lbfgs m=8``, ``lbfgs m=32``;
+* ``hessian R`` for ``R`` rows of the batch (64 to 1,024), with the secant control
+  variate (``secant_correction=True``, the default) and without (``plain``).
+
+Columns: the fidelity ratio ``||w_DG - w_U|| / ||w - w_U||`` (``w_U``: the exact
+retrain on the same schedule, ``method="exact"``), the speed-up (exact retrain time
+/ DeltaGrad time, both the whole request, best of 3, side by side in one process,
+compile excluded by a warm-up request) and its share of the ceiling ``T / (j0 + (T
+- j0) / T0)`` over the replayed iterations. Fallbacks are off (``max_drift=None``,
+``max_change_share=None``). Markdown to stdout, ``curvature.csv`` and
+``curvature.png`` (ratio against share, one curve per model family) to ``--out``
+(default ``benchmarks/results/``).
+"""
+
+import argparse
+import copy
+import csv
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from sklearn_deltagrad import DeltaGradLogisticRegression
+
+from .datasets import DATA_ENV, data_dir, load
+from .unlearning import Dataset, best_of, ceilings, distance, draw_rows, log
+
+BURN_IN = 10
+EXACT_PERIOD = 10
+
+# (data set, batch size, max_iter): mini-batches of two sizes, and full batches.
+CASES = [
+    ("covtype", 1024, 50),
+    ("covtype", 16384, 50),
+    ("a9a", 1024, 50),
+    ("a9a", 16384, 50),
+    ("mnist", None, 150),
+]
+CHANGES = [("deletion", 1e-3), ("deletion", 1e-2), ("addition", 1e-3)]
+
+
+def curvature_models(quick=False):
+    """``(name, family, parameters)`` of the compared curvature models."""
+    models = [
+        ("lbfgs m=2", "lbfgs", {"curvature": "lbfgs", "lbfgs_memory": 2}),
+        ("lbfgs m=8", "lbfgs", {"curvature": "lbfgs", "lbfgs_memory": 8}),
+        ("lbfgs m=32", "lbfgs", {"curvature": "lbfgs", "lbfgs_memory": 32}),
+    ]
+    for rows in (128, 512) if quick else (64, 128, 256, 512, 1024):
+        for corrected, family in ((False, "hessian plain"), (True, "hessian")):
+            name = f"{family} {rows}"
+            params = {
+                "curvature": "hessian",
+                "hessian_rows": rows,
+                "secant_correction": corrected,
+            }
+            models.append((name, family, params))
+    return models
+
+
+def run_case(data, batch_size, max_iter, changes, models, rows_out):
+    """Serve every change with the exact retrain and with every curvature model."""
+    for kind, rate in changes:
+        run_change(data, batch_size, max_iter, kind, rate, models, rows_out)
+
+
+def run_change(data, batch_size, max_iter, kind, rate, models, rows_out):
+    """Fit once (for an addition without the held-out rows), then time the exact
+    retrain and each model on deep copies of the fitted estimator."""
+    X, y = data.X_train, data.y_train
+    n = X.shape[0]
+    batch_label = "full" if batch_size is None else str(batch_size)
+    rows = draw_rows(n, rate)
+    kept = np.setdiff1d(np.arange(n), rows) if kind == "addition" else np.arange(n)
+    fitted = DeltaGradLogisticRegression(
+        batch_size=batch_size,
+        max_iter=max_iter,
+        burn_in=BURN_IN,
+        exact_period=EXACT_PERIOD,
+        max_change_share=None,
+        random_state=0,
+    ).fit(X[kept], y[kept])
+
+    def serve(model, method):
+        if kind == "deletion":
+            return model.partial_unfit(indices=rows, method=method)
+        return model.partial_fit(X[rows], y[rows], method=method)
+
+    def timed_request(params, method):
+        def make():
+            return copy.deepcopy(fitted).set_params(**params)
+
+        serve(make(), method)  # compile and warm up outside the timing
+        seconds, model, _ = best_of(make, lambda m: serve(m, method), 5.0)
+        return seconds, model
+
+    exact_s, exact = timed_request({}, "exact")
+    report = exact.last_update_
+    first = report.first_iteration
+    ceiling = ceilings(first + report.n_exact_iterations, first, BURN_IN, EXACT_PERIOD)
+    before = distance(fitted, exact)
+    for name, family, params in models:
+        seconds, model = timed_request(params, "deltagrad")
+        speed_up = exact_s / seconds
+        row = {
+            "data set": data.name,
+            "batch": batch_label,
+            "change": kind,
+            "rate": rate,
+            "model": name,
+            "family": family,
+            "ratio": distance(model, exact) / before,
+            "DeltaGrad s": seconds,
+            "exact s": exact_s,
+            "speed-up": speed_up,
+            "ceiling": ceiling[1],
+            "share": speed_up / ceiling[1],
+            "exact / approx": (
+                f"{model.last_update_.n_exact_iterations} / "
+                f"{model.last_update_.n_approximate_iterations}"
+            ),
+        }
+        rows_out.append(row)
+        log(
+            f"{data.name} batch {batch_label} {kind} {rate}: {name} ratio "
+            f"{row['ratio']:.4f} speed-up {speed_up:.2f} ({row['share']:.0%})"
+        )
+
+
+def markdown(rows):
+    header = [
+        "data set", "batch", "change", "rate", "model", "ratio", "DeltaGrad s",
+        "exact s", "speed-up", "ceiling", "share", "exact / approx",
+    ]  # fmt: skip
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        cells = []
+        for key in header:
+            value = row[key]
+            if key == "share":
+                cells.append(f"{value:.0%}")
+            elif key == "ratio":
+                cells.append(f"{value:.4f}")
+            elif isinstance(value, float) and key != "rate":
+                cells.append(f"{value:.3g}")
+            else:
+                cells.append(str(value))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot(rows, path):
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log("matplotlib missing: no plot")
+        return
+    panels = sorted({(r["data set"], r["batch"]) for r in rows})
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8))
+    axes = np.atleast_1d(axes)
+    for ax, (name, batch) in zip(axes, panels, strict=True):
+        chosen = [r for r in rows if (r["data set"], r["batch"]) == (name, batch)]
+        for family in ("lbfgs", "hessian plain", "hessian"):
+            points = [r for r in chosen if r["family"] == family]
+            if not points:
+                continue
+            shares = [100 * r["share"] for r in points]
+            ratios = [r["ratio"] for r in points]
+            ax.scatter(shares, ratios, label=family, s=14)
+        ax.set_yscale("log")
+        ax.set_xlabel("share of the ceiling (%)")
+        ax.set_title(f"{name}, batch {batch}")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].set_ylabel("fidelity ratio")
+    axes[-1].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    log(f"wrote {path}")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--datasets", nargs="*")
+    parser.add_argument("--data-dir")
+    parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    root = data_dir(args.data_dir)
+    if root is None:
+        sys.exit(f"no data folder: pass --data-dir or set {DATA_ENV}")
+    cases = [c for c in CASES if not args.datasets or c[0] in args.datasets]
+    changes = CHANGES
+    if args.quick:
+        cases = [c for c in cases if c[0] == "covtype"]
+        changes = CHANGES[:1]
+    models = curvature_models(args.quick)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    start = time.perf_counter()
+    with threadpool_limits(args.threads or None):
+        loaded = {}
+        for name, batch_size, max_iter in cases:
+            if name not in loaded:
+                loaded[name] = Dataset(name, *load(name, root))
+            run_case(loaded[name], batch_size, max_iter, changes, models, rows)
+    print(markdown(rows))
+    with open(out / "curvature.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    plot(rows, out / "curvature.png")
+    log(f"done in {(time.perf_counter() - start) / 60:.1f} min")
+
+
+if __name__ == "__main__":
+    main()
