@@ -165,6 +165,23 @@ def markdown(rows):
     return "\n".join(lines)
 
 
+def summary_markdown(rows):
+    """One line per data set, batch and model: ``ratio (share)`` for each change."""
+    changes = list(dict.fromkeys((r["change"], r["rate"]) for r in rows))
+    cells = {}
+    for r in rows:
+        key = (r["data set"], r["batch"], r["model"])
+        cells.setdefault(key, {})[r["change"], r["rate"]] = (
+            f"{r['ratio']:.4f} ({r['share']:.0%})"
+        )
+    header = ["data set", "batch", "model"] + [f"{k} {rate}" for k, rate in changes]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for key, by_change in cells.items():
+        values = [by_change.get(change, "") for change in changes]
+        lines.append("| " + " | ".join([*key, *values]) + " |")
+    return "\n".join(lines)
+
+
 def plot(rows, path):
     try:
         import matplotlib
@@ -224,6 +241,9 @@ def main(argv=None):
             if name not in loaded:
                 loaded[name] = Dataset(name, *load(name, root))
             run_case(loaded[name], batch_size, max_iter, changes, models, rows)
+    print("Fidelity ratio (share of the ceiling):\n")
+    print(summary_markdown(rows))
+    print("\nAll measurements:\n")
     print(markdown(rows))
     with open(out / "curvature.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
