@@ -605,13 +605,15 @@ def test_centered_square_norms(layout, fit_intercept):
 @pytest.mark.parametrize(
     "loss, n_outputs",
     [
+        pytest.param(ref.SQUARED, 1, id="squared"),
+        pytest.param(ref.BINARY_LOGISTIC, 1, id="binary"),
         pytest.param(ref.SQUARED, 3, id="squared-multi"),
         pytest.param(ref.MULTINOMIAL, 4, id="multinomial"),
     ],
 )
 def test_blocked_batch_sums_match_reference(loss, n_outputs, n_rows, layout):
-    """Dense rows of several outputs are summed through BLAS in blocks of 256 rows
-    from 32 rows on (row by row below, and for CSR rows): the same sums."""
+    """Dense rows are summed through BLAS in blocks of 256 rows from 32 rows on
+    (row by row below, and for CSR rows): the same sums."""
     X, Y, model, w, rng = make_problem(
         loss, n_outputs, True, n_samples=700, n_features=9, centred=True
     )

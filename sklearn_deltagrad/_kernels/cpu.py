@@ -97,6 +97,11 @@ def row_into(X, i, out):
     raise TypeError(_COMPILED_ONLY)
 
 
+def sparse_rows(X):
+    """Whether ``X`` holds CSR rows (a constant of the compiled layout)."""
+    raise TypeError(_COMPILED_ONLY)
+
+
 _COMPILED_ONLY = "row primitives are compiled into the kernels, not called from Python"
 
 
@@ -216,6 +221,14 @@ def _csr_row_into(X, i, out):
         out[X.indices[e]] += X.data[e]
 
 
+def _dense_sparse_rows(X):
+    return False
+
+
+def _csr_sparse_rows(X):
+    return True
+
+
 def _register_row_primitive(primitive, dense, csr):
     """Compile ``primitive`` as ``dense`` for 2-D arrays and ``csr`` for CSRRows."""
 
@@ -234,6 +247,7 @@ for _primitive, _dense, _csr in [
     (add_scaled_row, _dense_add_scaled_row, _csr_add_scaled_row),
     (row_square_norm, _dense_row_square_norm, _csr_row_square_norm),
     (row_into, _dense_row_into, _csr_row_into),
+    (sparse_rows, _dense_sparse_rows, _csr_sparse_rows),
 ]:
     _register_row_primitive(_primitive, _dense, _csr)
 
@@ -293,11 +307,12 @@ def loss_curvature_product(loss, z, u, out):
             out[k] = out[k] * (u[k] - dot)
 
 
-# ------------------------------------------------------- batch sums, many outputs
-# Dense rows with several outputs go through BLAS in blocks of rows: gathered into
-# a float64 block, one matrix product for the outputs and one for the sum of the
-# rows' outer products (about 2.5x faster than row by row on covtype's 7 classes).
-# Few rows (a request's changed rows) and CSR rows stay row by row.
+# ------------------------------------------------------------ dense batch sums
+# Dense rows go through BLAS in blocks of rows: gathered into a float64 block, one
+# matrix product for the outputs and one for the sum of the rows' outer products
+# (batch gradients of 4,096 rows, against row by row: about 2.5x faster on
+# covtype's 7 classes, 1.35x on its binary task, 1.5x on a9a). Few rows (a
+# request's changed rows) and CSR rows stay row by row.
 _BLOCK_ROWS = 256
 _MIN_BLOCK_ROWS = 32
 
@@ -509,8 +524,9 @@ def gradient_sum(
     r = np.empty(n_outputs)
     total = np.zeros(n_outputs)
     output_shift(w, offset, n_outputs, fit_intercept, shift)
-    if n_outputs == 1:
-        # One output (binary logistic, single-target ridge): no loop over outputs.
+    if n_outputs == 1 and sparse_rows(X):
+        # One output of sparse rows: no loop over outputs (dense rows of one
+        # output, like several, are summed block by block through BLAS).
         for idx in range(rows.shape[0]):
             i = rows[idx]
             z[0] = shift[0] + row_dot(X, i, w)
