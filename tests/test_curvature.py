@@ -77,6 +77,26 @@ def test_gram_product_is_the_exact_batch_hessian_product(
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("n_rows", [255, 256, 257, 700])
+def test_batch_grams_sum_blocks_of_rows(n_rows, layout):
+    """Rows are summed in blocks of 256 (one matrix product each): batches of
+    several blocks and a partial last one give the reference Gram."""
+    X, _, model, _, rng = make_problem(
+        ref.SQUARED, 1, True, n_samples=800, n_features=7, centred=True
+    )
+    rows_in, X = kernel_rows(X, layout)
+    sample_weight = make_weights("random", X.shape[0])
+    rows = rng.integers(0, X.shape[0], n_rows).astype(np.int64)  # with repeats
+    grams = np.empty((1, X.shape[1] + 1, X.shape[1] + 1))
+    offset = ref.offset_of(model)
+    batch_grams(
+        rows_in, sample_weight, np.array([0, n_rows]), rows, offset, True, grams
+    )
+    expected = ref.gram(X[rows], model, sample_weight[rows])
+    assert rel_err(grams[0], expected) < 1e-12
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("weights", WEIGHTS)
 def test_update_grams_adds_and_removes_rows(weights, layout):
     X, Y, model, w, rng = make_problem(ref.SQUARED, 1, True, centred=True)
