@@ -97,11 +97,6 @@ def row_into(X, i, out):
     raise TypeError(_COMPILED_ONLY)
 
 
-def sparse_rows(X):
-    """Whether ``X`` holds CSR rows (a constant of the compiled layout)."""
-    raise TypeError(_COMPILED_ONLY)
-
-
 _COMPILED_ONLY = "row primitives are compiled into the kernels, not called from Python"
 
 
@@ -221,14 +216,6 @@ def _csr_row_into(X, i, out):
         out[X.indices[e]] += X.data[e]
 
 
-def _dense_sparse_rows(X):
-    return False
-
-
-def _csr_sparse_rows(X):
-    return True
-
-
 def _register_row_primitive(primitive, dense, csr):
     """Compile ``primitive`` as ``dense`` for 2-D arrays and ``csr`` for CSRRows."""
 
@@ -247,7 +234,6 @@ for _primitive, _dense, _csr in [
     (add_scaled_row, _dense_add_scaled_row, _csr_add_scaled_row),
     (row_square_norm, _dense_row_square_norm, _csr_row_square_norm),
     (row_into, _dense_row_into, _csr_row_into),
-    (sparse_rows, _dense_sparse_rows, _csr_sparse_rows),
 ]:
     _register_row_primitive(_primitive, _dense, _csr)
 
@@ -362,6 +348,27 @@ def _rowwise_output_hessian_products(
         hu *= sample_weight[i]
         add_outer(X, i, hu, n_outputs, out)
         total += hu
+
+
+@njit(cache=True)
+def _csr_output_gradients(
+    X, Y, sample_weight, rows, w, shift, loss, n_outputs, out, total
+):
+    if n_outputs > 1:
+        _rowwise_output_gradients(
+            X, Y, sample_weight, rows, w, shift, loss, n_outputs, out, total
+        )
+        return
+    # One output (binary logistic, single-target ridge): no loop over outputs.
+    z = np.empty(1)
+    r = np.empty(1)
+    for idx in range(rows.shape[0]):
+        i = rows[idx]
+        z[0] = shift[0] + row_dot(X, i, w)
+        loss_residual(loss, z, Y[i], r)
+        ri = r[0] * sample_weight[i]
+        add_scaled_row(X, i, ri, out)
+        total[0] += ri
 
 
 @njit(cache=True)
@@ -481,7 +488,7 @@ def _dense_output_hessian_products(
 
 # Registered like the row primitives (the compiled functions' Python sources).
 for _primitive, _dense, _csr in [
-    (add_output_gradients, _dense_output_gradients, _rowwise_output_gradients),
+    (add_output_gradients, _dense_output_gradients, _csr_output_gradients),
     (
         add_output_hessian_products,
         _dense_output_hessian_products,
@@ -520,24 +527,11 @@ def gradient_sum(
 ):
     """Add the weighted sum over ``rows`` of the loss gradients at ``w`` to ``out``."""
     shift = np.empty(n_outputs)
-    z = np.empty(n_outputs)
-    r = np.empty(n_outputs)
     total = np.zeros(n_outputs)
     output_shift(w, offset, n_outputs, fit_intercept, shift)
-    if n_outputs == 1 and sparse_rows(X):
-        # One output of sparse rows: no loop over outputs (dense rows of one
-        # output, like several, are summed block by block through BLAS).
-        for idx in range(rows.shape[0]):
-            i = rows[idx]
-            z[0] = shift[0] + row_dot(X, i, w)
-            loss_residual(loss, z, Y[i], r)
-            ri = r[0] * sample_weight[i]
-            add_scaled_row(X, i, ri, out)
-            total[0] += ri
-    else:
-        add_output_gradients(
-            X, Y, sample_weight, rows, w, shift, loss, n_outputs, out, total
-        )
+    add_output_gradients(
+        X, Y, sample_weight, rows, w, shift, loss, n_outputs, out, total
+    )
     add_centered_totals(total, offset, n_outputs, fit_intercept, out)
 
 
