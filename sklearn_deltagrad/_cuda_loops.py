@@ -33,9 +33,23 @@ from ._kernels import cuda as kernels
 from ._kernels.cpu import CSRRows, weight_sum
 
 
+def _to_device(array):
+    """A device copy of ``array`` whose allocation holds at least one element.
+
+    numba-cuda gives an empty array a null pointer, and any slice of it, even an
+    empty one, raises ("non-empty slice into empty slice") on a real GPU; the
+    simulator does not. An empty array is therefore a zero-length view of a
+    one-element allocation.
+    """
+    array = np.ascontiguousarray(array)
+    if array.size:
+        return cuda.to_device(array)
+    return cuda.to_device(np.zeros((1,) + array.shape[1:], array.dtype))[:0]
+
+
 def _upload_rows(X):
     if isinstance(X, CSRRows):
-        return CSRRows(*(cuda.to_device(np.ascontiguousarray(a)) for a in X))
+        return CSRRows(*(_to_device(a) for a in X))
     return cuda.to_device(np.ascontiguousarray(X))
 
 
@@ -84,7 +98,7 @@ def sgd_iterations(
     d_X, d_Y, d_weight, d_offset, out_w, out_g = _upload(
         X, Y, sample_weight, offset, n_iterations - t_start, n_params
     )
-    d_rows = cuda.to_device(batch_rows)
+    d_rows = _to_device(batch_rows)
     d_w = cuda.to_device(w)
     gradient = cuda.device_array(n_params)
     workspace = kernels.Workspace(_max_rows(batch_ptr), offset.shape[0], n_outputs)
@@ -132,6 +146,11 @@ class _PairMemory:
         self.projections = cuda.device_array(2 * memory)
         self.coefficients = cuda.device_array(2 * memory)
         self.dots = cuda.device_array(3 * memory)
+        # Row indices of the dot products, uploaded once: [0, 0, 1] picks
+        # (s, s) and (s, y) of the pair; the zeros and ones pick s or y.
+        self.d_pair_index = cuda.to_device(np.array([0, 0, 1], dtype=np.int64))
+        self.d_zeros = cuda.to_device(np.zeros(memory, dtype=np.int64))
+        self.d_ones = cuda.to_device(np.ones(memory, dtype=np.int64))
         self.n_pairs = 0
         self.first = 0
         self.sigma = 1.0
@@ -148,7 +167,7 @@ class _PairMemory:
 
     def push(self, pair):
         """Offer the pair ``(pair[0], pair[1]) = (s, y)``; refactorise if kept."""
-        index = cuda.to_device(np.array([0, 0, 1], dtype=np.int64))
+        index = self.d_pair_index
         kernels.row_dots(pair, index[:2], pair, index[1:], self.dots)
         ss, sy = self.dots[:2].copy_to_host()
         if ss <= MIN_STEP_SQUARE or sy <= _MIN_CURVATURE * ss:
@@ -163,10 +182,9 @@ class _PairMemory:
         newest = int(self.slots[n])
         kernels.copy_row(pair[0], self.S, newest)
         kernels.copy_row(pair[1], self.Yp, newest)
-        self.d_slots = cuda.to_device(self.slots)
+        self.d_slots.copy_to_device(self.slots)
         rows = self.d_slots[: n + 1]
-        zeros = cuda.to_device(np.zeros(n + 1, dtype=np.int64))
-        ones = cuda.to_device(np.ones(n + 1, dtype=np.int64))
+        zeros, ones = self.d_zeros[: n + 1], self.d_ones[: n + 1]
         kernels.row_dots(pair, zeros, self.Yp, rows, self.dots[: n + 1])
         kernels.row_dots(self.S, rows, pair, ones, self.dots[n + 1 : 2 * n + 2])
         kernels.row_dots(pair, zeros, self.S, rows, self.dots[2 * n + 2 : 3 * n + 3])
@@ -179,7 +197,7 @@ class _PairMemory:
         self.first, self.sigma = lbfgs_factorize(
             self.SY, self.SS, self.n_pairs, self.alpha, self.middle_inv
         )
-        self.d_middle_inv = cuda.to_device(self.middle_inv)
+        self.d_middle_inv.copy_to_device(self.middle_inv)
 
 
 def replay_iterations(
@@ -223,9 +241,9 @@ def replay_iterations(
     d_X, d_Y, d_weight, d_offset, out_w, out_g = _upload(
         X, Y, sample_weight, offset, n_iterations - t_start, n_params
     )
-    d_new_rows = cuda.to_device(new_rows)
-    d_removed = cuda.to_device(removed_rows)
-    d_added = cuda.to_device(added_rows)
+    d_new_rows = _to_device(new_rows)
+    d_removed = _to_device(removed_rows)
+    d_added = _to_device(added_rows)
     old_w = cuda.to_device(np.ascontiguousarray(weights[t_start:]))
     old_g = cuda.to_device(np.ascontiguousarray(gradients[t_start:]))
     d_grams = cuda.to_device(grams[t_start:]) if curvature == GRAM else None

@@ -123,25 +123,28 @@ def _curvature_in_place(loss, weight, z, u, idx, n_outputs):
             z[idx, k] = weight * z[idx, k] * (u[idx, k] - dot)
 
 
-@cuda.jit(device=True)
-def _output_shift(params, offset, n_outputs, fit_intercept, k):
-    n_features = offset.shape[0]
-    value = params[n_features * n_outputs + k] if fit_intercept else 0.0
-    for j in range(n_features):
-        value -= offset[j] * params[j * n_outputs + k]
-    return value
-
-
 @cuda.jit
 def _output_shifts(w, v, offset, n_outputs, fit_intercept, shift_w, shift_v):
-    """``shift = b - offset W`` of ``w`` (threads ``k``) and of ``v`` (threads
-    ``n_outputs + k``): the outputs of a row of zeros."""
-    t = cuda.grid(1)
-    if t < n_outputs:
-        shift_w[t] = _output_shift(w, offset, n_outputs, fit_intercept, t)
-    elif t < 2 * n_outputs:
-        k = t - n_outputs
-        shift_v[k] = _output_shift(v, offset, n_outputs, fit_intercept, k)
+    """``shift = b - offset W`` of ``w`` (block ``k``) and of ``v`` (block
+    ``n_outputs + k``; launch ``n_outputs`` blocks for ``w`` alone): the outputs
+    of a row of zeros. The block's threads stride over the features and add
+    their shares in a fixed tree: one thread per output would run a chain of
+    ``n_features`` dependent loads."""
+    buffer = cuda.shared.array(THREADS, np.float64)
+    k = cuda.blockIdx.x % n_outputs
+    of_v = cuda.blockIdx.x >= n_outputs
+    params = v if of_v else w
+    n_features = offset.shape[0]
+    value = 0.0
+    for j in range(cuda.threadIdx.x, n_features, cuda.blockDim.x):
+        value += offset[j] * params[j * n_outputs + k]
+    total = _block_total(value, buffer)
+    if cuda.threadIdx.x == 0:
+        shift = params[n_features * n_outputs + k] if fit_intercept else 0.0
+        if of_v:
+            shift_v[k] = shift - total
+        else:
+            shift_w[k] = shift - total
 
 
 # A row's outputs x_i W: a group of _LANES threads per row strides over the row's
@@ -152,24 +155,28 @@ def _output_shifts(w, v, offset, n_outputs, fit_intercept, shift_w, shift_v):
 
 @cuda.jit(device=True)
 def _dense_lane_sums(X, i, w, n_outputs, first, count, lane, acc):
-    for k in range(count):
-        acc[k] = 0.0
+    for k in range(_PASS):  # a constant count keeps acc in registers
+        if k < count:
+            acc[k] = 0.0
     for j in range(lane, X.shape[1], _LANES):
         x = X[i, j]
         base = j * n_outputs + first
-        for k in range(count):
-            acc[k] += x * w[base + k]
+        for k in range(_PASS):  # a constant count keeps acc in registers
+            if k < count:
+                acc[k] += x * w[base + k]
 
 
 @cuda.jit(device=True)
 def _csr_lane_sums(data, indices, indptr, i, w, n_outputs, first, count, lane, acc):
-    for k in range(count):
-        acc[k] = 0.0
+    for k in range(_PASS):  # a constant count keeps acc in registers
+        if k < count:
+            acc[k] = 0.0
     for e in range(indptr[i] + lane, indptr[i + 1], _LANES):
         x = data[e]
         base = indices[e] * n_outputs + first
-        for k in range(count):
-            acc[k] += x * w[base + k]
+        for k in range(_PASS):  # a constant count keeps acc in registers
+            if k < count:
+                acc[k] += x * w[base + k]
 
 
 @cuda.jit(device=True)
@@ -178,8 +185,9 @@ def _write_lane_totals(acc, count, buffer, shift, first, z, idx, valid):
     thread of the block calls it (it synchronises the block)."""
     slot = cuda.threadIdx.y
     lane = cuda.threadIdx.x
-    for k in range(count):
-        buffer[slot, k, lane] = acc[k]
+    for k in range(_PASS):  # a constant count keeps acc in registers
+        if k < count:
+            buffer[slot, k, lane] = acc[k]
     cuda.syncthreads()
     half = _LANES // 2
     while half > 0:
@@ -205,8 +213,9 @@ def _dense_row_outputs(X, rows, w, shift, n_outputs, z, buffer, acc):
         if valid:
             _dense_lane_sums(X, i, w, n_outputs, first, count, cuda.threadIdx.x, acc)
         else:
-            for k in range(count):
-                acc[k] = 0.0
+            for k in range(_PASS):  # a constant count keeps acc in registers
+                if k < count:
+                    acc[k] = 0.0
         _write_lane_totals(acc, count, buffer, shift, first, z, idx, valid)
 
 
@@ -224,8 +233,9 @@ def _csr_row_outputs(data, indices, indptr, rows, w, shift, n_outputs, z, buffer
                 data, indices, indptr, i, w, n_outputs, first, count, lane, acc
             )
         else:
-            for k in range(count):
-                acc[k] = 0.0
+            for k in range(_PASS):  # a constant count keeps acc in registers
+                if k < count:
+                    acc[k] = 0.0
         _write_lane_totals(acc, count, buffer, shift, first, z, idx, valid)
 
 
@@ -298,11 +308,19 @@ def _row_groups(n_rows):
 # ------------------------------------------------------------ sums over the rows
 
 
+@cuda.jit(device=True)
+def _column_entry(X, rows, idx, j, n_features):
+    """``x[rows[idx], j]``, and 1 in the column ``j = n_features`` (the totals)."""
+    return X[rows[idx], j] if j < n_features else 1.0
+
+
 @cuda.jit
 def _dense_chunk_sums(X, rows, r, n_outputs, chunk_rows, partials):
     """``partials[c, j K + k] = sum_{idx in chunk c} r[idx, k] x[rows[idx], j]``:
     one thread per (feature ``j``, chunk ``c``), adjacent threads on adjacent
-    features; thread ``j = n_features`` writes ``sum r[idx, k]`` (the totals)."""
+    features; thread ``j = n_features`` writes ``sum r[idx, k]`` (the totals).
+    Rows go four at a time, their entries loaded before the sums use them (four
+    loads in flight instead of one), and are added in order."""
     j = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
     c = cuda.blockIdx.y
     n_features = X.shape[1]
@@ -313,14 +331,31 @@ def _dense_chunk_sums(X, rows, r, n_outputs, chunk_rows, partials):
     hi = min(lo + chunk_rows, rows.shape[0])
     for first in range(0, n_outputs, _PASS):
         count = min(_PASS, n_outputs - first)
-        for k in range(count):
-            acc[k] = 0.0
-        for idx in range(lo, hi):
-            x = X[rows[idx], j] if j < n_features else 1.0
-            for k in range(count):
-                acc[k] += r[idx, first + k] * x
-        for k in range(count):
-            partials[c, j * n_outputs + first + k] = acc[k]
+        for k in range(_PASS):  # a constant count keeps acc in registers
+            if k < count:
+                acc[k] = 0.0
+        idx = lo
+        while idx + 4 <= hi:
+            x0 = _column_entry(X, rows, idx, j, n_features)
+            x1 = _column_entry(X, rows, idx + 1, j, n_features)
+            x2 = _column_entry(X, rows, idx + 2, j, n_features)
+            x3 = _column_entry(X, rows, idx + 3, j, n_features)
+            for k in range(_PASS):
+                if k < count:
+                    q = first + k
+                    value = acc[k] + r[idx, q] * x0
+                    value += r[idx + 1, q] * x1
+                    value += r[idx + 2, q] * x2
+                    acc[k] = value + r[idx + 3, q] * x3
+            idx += 4
+        for tail in range(idx, hi):
+            x = _column_entry(X, rows, tail, j, n_features)
+            for k in range(_PASS):
+                if k < count:
+                    acc[k] += r[tail, first + k] * x
+        for k in range(_PASS):
+            if k < count:
+                partials[c, j * n_outputs + first + k] = acc[k]
 
 
 @cuda.jit
@@ -417,7 +452,7 @@ def gradient_sum(
             fill(out, 0.0)
         return
     shift, r = workspace.shift_w, workspace.outputs
-    _output_shifts[n_blocks(2 * n_outputs), THREADS](
+    _output_shifts[n_outputs, THREADS](
         w, w, offset, n_outputs, fit_intercept, shift, workspace.shift_v
     )
     if isinstance(X, CSRRows):
@@ -447,7 +482,7 @@ def hessian_vector_sum(
         return
     shift_w, shift_v = workspace.shift_w, workspace.shift_v
     r, u = workspace.outputs, workspace.directions
-    _output_shifts[n_blocks(2 * n_outputs), THREADS](
+    _output_shifts[2 * n_outputs, THREADS](
         w, v, offset, n_outputs, fit_intercept, shift_w, shift_v
     )
     if isinstance(X, CSRRows):
