@@ -10,12 +10,15 @@ For each device, side by side in one process (``time.perf_counter``, the GPU
 synchronised before a clock is read): compile time (the first ``fit`` and requests
 on a tiny problem), then on random dense float64 data a multinomial
 ``DeltaGradLogisticRegression``'s ``fit``, a ``partial_unfit`` of 0.1% of the rows
-(DeltaGrad) and the same request with ``method="exact"`` (each on a fresh deep copy
-of the fitted model), the speed-up of DeltaGrad over the exact retrain with the
+(DeltaGrad) and the same request with ``method="exact"`` (the best of
+``--request-repeats``, each on a deep copy of the fitted model made before the
+clock starts), the speed-up of DeltaGrad over the exact retrain with the
 ceiling ``T / (j0 + (T - j0) / T0)`` of its replayed span, the fidelity ratio, and
 on CUDA: the batch gradient kernels' effective bandwidth (bytes of the batch's rows
-read per second) and kernel launches per training, exact and approximate iteration.
-Markdown tables go to stdout.
+read per second), the host's cost of one kernel launch, each kernel's launches and
+synchronised time in one request of each kind, and kernel launches per training,
+exact and approximate iteration. Markdown tables go to stdout; ``--profile FILE``
+writes a cProfile of one CUDA request.
 """
 
 import argparse
