@@ -33,6 +33,10 @@ _REDUCE_THREADS = 4 if config.ENABLE_CUDASIM else 1024
 _LANES = 2 if config.ENABLE_CUDASIM else 32
 _ROWS_PER_BLOCK = 8
 _PASS = 16
+# Loops over outputs run over the constant _PASS with a guard `if k < count`: a loop
+# over the run-time count would leave the accumulator array in local memory (43-78
+# local loads and stores in the row kernels' PTX), a constant one unrolls into
+# registers.
 
 # A batch sum is split into at most this many chunks, of at least _MIN_CHUNK_ROWS.
 _MAX_CHUNKS = 64
@@ -155,26 +159,26 @@ def _output_shifts(w, v, offset, n_outputs, fit_intercept, shift_w, shift_v):
 
 @cuda.jit(device=True)
 def _dense_lane_sums(X, i, w, n_outputs, first, count, lane, acc):
-    for k in range(_PASS):  # a constant count keeps acc in registers
+    for k in range(_PASS):
         if k < count:
             acc[k] = 0.0
     for j in range(lane, X.shape[1], _LANES):
         x = X[i, j]
         base = j * n_outputs + first
-        for k in range(_PASS):  # a constant count keeps acc in registers
+        for k in range(_PASS):
             if k < count:
                 acc[k] += x * w[base + k]
 
 
 @cuda.jit(device=True)
 def _csr_lane_sums(data, indices, indptr, i, w, n_outputs, first, count, lane, acc):
-    for k in range(_PASS):  # a constant count keeps acc in registers
+    for k in range(_PASS):
         if k < count:
             acc[k] = 0.0
     for e in range(indptr[i] + lane, indptr[i + 1], _LANES):
         x = data[e]
         base = indices[e] * n_outputs + first
-        for k in range(_PASS):  # a constant count keeps acc in registers
+        for k in range(_PASS):
             if k < count:
                 acc[k] += x * w[base + k]
 
@@ -185,7 +189,7 @@ def _write_lane_totals(acc, count, buffer, shift, first, z, idx, valid):
     thread of the block calls it (it synchronises the block)."""
     slot = cuda.threadIdx.y
     lane = cuda.threadIdx.x
-    for k in range(_PASS):  # a constant count keeps acc in registers
+    for k in range(_PASS):
         if k < count:
             buffer[slot, k, lane] = acc[k]
     cuda.syncthreads()
@@ -213,7 +217,7 @@ def _dense_row_outputs(X, rows, w, shift, n_outputs, z, buffer, acc):
         if valid:
             _dense_lane_sums(X, i, w, n_outputs, first, count, cuda.threadIdx.x, acc)
         else:
-            for k in range(_PASS):  # a constant count keeps acc in registers
+            for k in range(_PASS):
                 if k < count:
                     acc[k] = 0.0
         _write_lane_totals(acc, count, buffer, shift, first, z, idx, valid)
@@ -233,7 +237,7 @@ def _csr_row_outputs(data, indices, indptr, rows, w, shift, n_outputs, z, buffer
                 data, indices, indptr, i, w, n_outputs, first, count, lane, acc
             )
         else:
-            for k in range(_PASS):  # a constant count keeps acc in registers
+            for k in range(_PASS):
                 if k < count:
                     acc[k] = 0.0
         _write_lane_totals(acc, count, buffer, shift, first, z, idx, valid)
@@ -331,7 +335,7 @@ def _dense_chunk_sums(X, rows, r, n_outputs, chunk_rows, partials):
     hi = min(lo + chunk_rows, rows.shape[0])
     for first in range(0, n_outputs, _PASS):
         count = min(_PASS, n_outputs - first)
-        for k in range(_PASS):  # a constant count keeps acc in registers
+        for k in range(_PASS):
             if k < count:
                 acc[k] = 0.0
         idx = lo
