@@ -556,7 +556,17 @@ def _old_grams(X, sample_weight, model, change, new_rows, changed, cache, settin
 
 
 def apply_change(
-    X, Y, sample_weight, row_ids, model, change, cache, method, settings, device="cpu"
+    X,
+    Y,
+    sample_weight,
+    row_ids,
+    model,
+    change,
+    cache,
+    method,
+    settings,
+    device="cpu",
+    max_row_norm=None,
 ):
     """The cache of the changed training set (a new one: ``cache`` is left as it
     is, so that a failed request changes nothing) and the report.
@@ -569,10 +579,14 @@ def apply_change(
     that its result is the reference retrain of the whole current training set.
     The report's ``drift`` is the replay's estimated error ``||w - w_exact||``
     (absolute; see :func:`drift_estimate`). ``device`` (``"cpu"`` or ``"cuda"``)
-    runs the loops.
+    runs the loops. ``max_row_norm``: the largest squared centred norm of the rows
+    of ``X``, or a larger value (see :func:`curvature_bound`); ``None`` computes it
+    (a pass over ``X``).
     """
     start = time.perf_counter()
-    bound = curvature_bound(X, model) if method == "deltagrad" else 0.0
+    bound = 0.0
+    if method == "deltagrad":
+        bound = curvature_bound(X, model, max_row_norm)
     X = as_kernel_rows(X)
     schedule = change.schedule
     new_ptr = schedule.batch_ptr

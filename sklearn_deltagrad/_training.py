@@ -163,14 +163,24 @@ def feature_means(X, sample_weight):
     return total / sample_weight.sum()
 
 
-def curvature_bound(X, model):
+def max_row_square_norm(X, model):
+    """The largest ``||(x_i - offset, 1)||^2`` over the rows of ``X`` (0 for none)."""
+    if X.shape[0] == 0:
+        return 0.0
+    return float(_centered_row_norms(X, model).max())
+
+
+def curvature_bound(X, model, max_row_norm=None):
     """An upper bound on the spectral norm of any batch Hessian (+ alpha) of ``X``.
 
     A batch Hessian is a weighted mean of the rows' Hessians, so the largest row
-    bounds it whatever the weights.
+    bounds it whatever the weights. ``max_row_norm``: the largest squared centred
+    row norm of ``X`` (:func:`max_row_square_norm`) when the caller keeps it, or any
+    larger value (a looser bound); ``None`` computes it, a pass over ``X``.
     """
-    norms = _centered_row_norms(X, model)
-    return _LOSS_CURVATURE_BOUND[model.loss] * norms.max() + model.alpha
+    if max_row_norm is None:
+        max_row_norm = max_row_square_norm(X, model)
+    return _LOSS_CURVATURE_BOUND[model.loss] * max_row_norm + model.alpha
 
 
 def auto_learning_rate(

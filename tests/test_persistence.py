@@ -31,6 +31,7 @@ EXTRA_STATE = [
     "_schedule.learning_rates",
     "_schedule.seed",
     "_schedule.n_additions",
+    "_max_row_norm",
     "drift_",
 ]
 
@@ -125,6 +126,22 @@ def test_pickle_without_a_version_warns():
     with pytest.warns(InconsistentDeltaGradVersionWarning, match="version unknown"):
         new.__setstate__(state)
     assert_bitwise_same(new, est)
+
+
+def test_pickle_from_before_the_kept_row_norm_bound_gets_its_rows_bound():
+    """Pickles from before ``_max_row_norm`` get the bound of their current rows."""
+    est, X, y = make("multi", random_state=0)
+    serve(est.fit(X[:200], y[:200]), X, y)
+    state = est.__getstate__()
+    del state["_max_row_norm"]
+    new = DeltaGradLogisticRegression.__new__(DeltaGradLogisticRegression)
+    new.__setstate__(state)
+    rows = est._rows.X
+    expected = (((rows - est._model.offset) ** 2).sum(axis=1) + 1.0).max()
+    assert new._max_row_norm == pytest.approx(expected, rel=1e-12)
+    assert new._max_row_norm <= est._max_row_norm
+    new.partial_unfit(indices=[100])
+    assert new.last_update_.method == "deltagrad"
 
 
 def test_getstate_does_not_touch_the_estimator():

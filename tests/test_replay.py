@@ -9,6 +9,7 @@ import pytest
 import scipy.sparse as sp
 
 from sklearn_deltagrad import DeltaGradLogisticRegression, DeltaGradRidge
+from sklearn_deltagrad import _replay as replay_module
 from sklearn_deltagrad._curvature import CURVATURE_CODES, batch_grams
 from sklearn_deltagrad._kernels import cpu
 from sklearn_deltagrad._replay import ReplaySettings, apply_change
@@ -438,6 +439,45 @@ def test_ids_are_stable_and_never_reused(kind):
     assert set(est._schedule.batch_ids) == set(est.sample_ids_)
     with pytest.raises(ValueError):
         est.partial_unfit(indices=[49])
+
+
+def centred_max_norm(X, est):
+    """The largest ``||(x_i - offset, 1)||^2`` over the rows of dense ``X``."""
+    return float((((X - est._model.offset) ** 2).sum(axis=1) + 1.0).max())
+
+
+@pytest.mark.parametrize("kind", ["binary", "multiclass", "ridge"])
+def test_requests_take_the_row_norm_bound_the_estimator_keeps(kind, monkeypatch):
+    """The replay's curvature bound needs the largest centred row norm. The
+    estimator keeps it, so that no request makes a pass over the rows for it: the
+    rows' own at fit, raised by added rows, left as it is (a looser bound) by
+    removals."""
+    seen = []
+    true_bound = replay_module.curvature_bound
+
+    def spy(X, model, max_row_norm=None):
+        seen.append(max_row_norm)
+        return true_bound(X, model, max_row_norm)
+
+    monkeypatch.setattr(replay_module, "curvature_bound", spy)
+    X, y = make_data(kind)
+    est = make_estimator(kind).fit(X, y)
+    fit_norm = centred_max_norm(X, est)
+    assert est._max_row_norm == pytest.approx(fit_norm, rel=1e-12)
+
+    est.partial_unfit(indices=[3, 20])
+    assert seen[-1] == est._max_row_norm == pytest.approx(fit_norm, rel=1e-12)
+
+    Xn, yn = new_rows(kind, 2)
+    Xn[1] *= 10.0  # far longer than any training row
+    long_norm = centred_max_norm(Xn[1:], est)
+    assert long_norm > 2 * fit_norm
+    est.partial_fit(Xn, yn)
+    assert seen[-1] == est._max_row_norm == pytest.approx(long_norm, rel=1e-12)
+
+    est.partial_unfit(indices=[est.sample_ids_[-1]])  # the long row goes
+    assert seen[-1] == est._max_row_norm == pytest.approx(long_norm, rel=1e-12)
+    assert len(seen) == 3
 
 
 FIDELITY_SETTINGS = [

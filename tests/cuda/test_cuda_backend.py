@@ -247,7 +247,9 @@ def test_cuda_matches_cpu_when_the_curvature_bound_rejects_steps(
 
     def removal(factor, device):
         monkeypatch.setattr(
-            replay_module, "curvature_bound", lambda X, m: factor * true_bound(X, m)
+            replay_module,
+            "curvature_bound",
+            lambda X, m, *bound: factor * true_bound(X, m, *bound),
         )
         est = make_estimator(
             "binary", curvature=curvature, lbfgs_memory=3, hessian_rows=8
