@@ -203,9 +203,17 @@ class _BaseDeltaGrad(BaseEstimator):
         rng = np.random.default_rng(
             check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
         )
+        # Kept for the replay's curvature bound (a pass over the rows otherwise, at
+        # every request: 6 ms on covtype); removals leave it as it is, a valid
+        # (looser) bound of the remaining rows.
+        max_row_norm = max_row_square_norm(X, model)
         if self.learning_rate == "auto":
             learning_rate = auto_learning_rate(
-                X, model, min(batch_size, n_samples), weights
+                X,
+                model,
+                min(batch_size, n_samples),
+                weights,
+                max_row_norm=max_row_norm,
             )
         else:
             learning_rate = float(self.learning_rate)
@@ -232,10 +240,6 @@ class _BaseDeltaGrad(BaseEstimator):
         # Fixed at fit (like the offset): dense and sparse copies of the same rows
         # resolve lbfgs_memory="auto" alike, and requests do not change it.
         self._batch_nonzeros = nonzeros_per_row(X) * min(batch_size, n_samples)
-        # Kept for the replay's curvature bound (a pass over the rows otherwise, at
-        # every request: 6 ms on covtype); removals leave it as it is, a valid
-        # (looser) bound of the remaining rows.
-        max_row_norm = max_row_square_norm(X, model)
         self.learning_rate_ = learning_rate
         self.n_iter_ = self.max_iter
         self.last_update_ = None

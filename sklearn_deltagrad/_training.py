@@ -184,7 +184,13 @@ def curvature_bound(X, model, max_row_norm=None):
 
 
 def auto_learning_rate(
-    X, model, batch_size, sample_weight=None, n_power_iterations=30, seed=0
+    X,
+    model,
+    batch_size,
+    sample_weight=None,
+    n_power_iterations=30,
+    seed=0,
+    max_row_norm=None,
 ):
     """A step size ``1 / L`` from the smoothness constant of the batch objective.
 
@@ -194,7 +200,8 @@ def auto_learning_rate(
     the loss. For full batches this is the smoothness of the objective, with ``b``
     the total weight ``sum(s)`` (so that an integer weight acts as repeated rows);
     for single-row batches it is close to the SAG bound ``c * max_i ||z_i||^2``
-    that sklearn uses.
+    that sklearn uses. ``max_row_norm``: ``max_i ||z_i||^2`` if the caller has it
+    (:func:`max_row_square_norm`); ``None`` computes it.
     """
     n_samples = X.shape[0]
     if sample_weight is None:
@@ -202,7 +209,8 @@ def auto_learning_rate(
     mean_weight = sample_weight.mean()
     intercept = float(model.fit_intercept)
     offset = model.offset
-    centered_norms = _centered_row_norms(X, model)
+    if max_row_norm is None:
+        max_row_norm = max_row_square_norm(X, model)
     v = np.random.default_rng(seed).standard_normal(X.shape[1] + 1)
     v[-1] = v[-1] * intercept
     eigenvalue = 0.0
@@ -220,7 +228,7 @@ def auto_learning_rate(
     if batch_size >= n_samples:
         rows_per_batch = n_samples * mean_weight
     smoothness = _LOSS_CURVATURE_BOUND[model.loss] * (
-        eigenvalue + centered_norms.max() / rows_per_batch
+        eigenvalue + max_row_norm / rows_per_batch
     )
     return 1.0 / (smoothness + model.alpha)
 
