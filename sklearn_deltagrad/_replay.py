@@ -31,6 +31,7 @@ from ._curvature import (
     update_grams,
 )
 from ._kernels.cpu import as_kernel_rows, gradient_sum, weight_sum
+from ._schedule import id_dtype
 from ._training import curvature_bound, run_sgd
 
 
@@ -478,7 +479,7 @@ def _record_and_step(
 
 def _position_lookup(row_ids):
     """A table from stable id to row position (a gather is far faster than a search)."""
-    lookup = np.full(int(row_ids[-1]) + 1, -1, dtype=np.int64)
+    lookup = np.full(int(row_ids[-1]) + 1, -1, dtype=id_dtype(row_ids.shape[0]))
     lookup[row_ids] = np.arange(row_ids.shape[0])
     return lookup
 

@@ -406,7 +406,8 @@ def test_memory_guard_counts_gram_matrices():
     params = dict(batch_size=32, max_iter=4, curvature="gram", random_state=0)
     est = DeltaGradRidge(**params).fit(X, y)
     est.partial_unfit(indices=[0, 1])  # the Gram matrices are built now
-    nbytes = est.cache_nbytes_ + 2 * 8 * 4  # the schedule lost 2 rows x 4 epochs
+    # The schedule lost 2 rows x 4 epochs.
+    nbytes = est.cache_nbytes_ + 2 * est._schedule.batch_ids.itemsize * 4
     assert est._cache.grams is not None
     DeltaGradRidge(**params, max_cache_bytes=nbytes).fit(X, y)
     with pytest.raises(CacheTooLargeError):

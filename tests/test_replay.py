@@ -441,6 +441,84 @@ def test_ids_are_stable_and_never_reused(kind):
         est.partial_unfit(indices=[49])
 
 
+def test_schedule_ids_are_int32_until_an_id_needs_int64():
+    rng = np.random.default_rng(0)
+    schedule = make_schedule(10, 4, 3, 1.0, rng)
+    assert schedule.batch_ids.dtype == np.int32
+    wide = copy.deepcopy(schedule)
+    wide.batch_ids = wide.batch_ids.astype(np.int64)
+    # Removals keep the type; the edit is the same as on int64 ids.
+    narrow_change = remove_rows(schedule, np.array([2, 7]))
+    wide_change = remove_rows(wide, np.array([2, 7]))
+    assert narrow_change.schedule.batch_ids.dtype == np.int32
+    assert wide_change.schedule.batch_ids.dtype == np.int64
+    np.testing.assert_array_equal(
+        narrow_change.schedule.batch_ids, wide_change.schedule.batch_ids
+    )
+    np.testing.assert_array_equal(narrow_change.removed_ids, wide_change.removed_ids)
+    # Small new ids stay int32; an id past 2**31 - 1 widens the schedule exactly.
+    assert add_rows(schedule, np.array([10, 11])).schedule.batch_ids.dtype == np.int32
+    big = np.array([2**31, 2**31 + 5], dtype=np.int64)
+    grown = add_rows(schedule, big).schedule
+    assert grown.batch_ids.dtype == np.int64
+    assert set(grown.batch_ids.tolist()) == set(range(10)) | set(big.tolist())
+
+
+def test_added_rows_join_the_end_of_their_batches():
+    """``add_rows`` equals a stable sort of all entries by iteration (old entries
+    first), on batches of uneven sizes, including emptied ones."""
+    rng = np.random.default_rng(1)
+    schedule = make_schedule(23, 5, 4, 1.0, rng)
+    schedule = remove_rows(schedule, batch_of(schedule, 2)).schedule
+    next_id = 23
+    for n_new in [1, 4, 2]:
+        new_ids = np.arange(next_id, next_id + n_new)
+        next_id += n_new
+        change = add_rows(schedule, new_ids)
+        added_iterations = np.repeat(
+            np.arange(schedule.n_iterations), np.diff(change.added_ptr)
+        )
+        old_iterations = np.repeat(
+            np.arange(schedule.n_iterations), schedule.batch_sizes()
+        )
+        order = np.argsort(
+            np.concatenate([old_iterations, added_iterations]), kind="stable"
+        )
+        expected = np.concatenate([schedule.batch_ids, change.added_ids])[order]
+        np.testing.assert_array_equal(change.schedule.batch_ids, expected)
+        np.testing.assert_array_equal(
+            np.diff(change.schedule.batch_ptr),
+            schedule.batch_sizes() + np.diff(change.added_ptr),
+        )
+        # Each new row joins one batch of every epoch.
+        epochs = added_iterations // schedule.batches_per_epoch
+        for row in new_ids:
+            assert sorted(epochs[change.added_ids == row]) == list(range(4))
+        schedule = change.schedule
+
+
+@pytest.mark.parametrize("kind", ["binary", "multiclass", "ridge"])
+def test_requests_on_an_int64_schedule_give_the_same_model(kind):
+    """Pickles from before the int32 schedule hold int64 ids: same results."""
+    X, y = make_data(kind)
+    Xn, yn = new_rows(kind, 3)
+    narrow = make_estimator(kind).fit(X, y)
+    wide = copy.deepcopy(narrow)
+    wide._schedule.batch_ids = wide._schedule.batch_ids.astype(np.int64)
+    for est in (narrow, wide):
+        est.partial_unfit(indices=[3, 20])
+    assert wide._schedule.batch_ids.dtype == np.int64
+    assert narrow.cache_nbytes_ < wide.cache_nbytes_
+    for est in (narrow, wide):
+        est.partial_fit(Xn, yn)  # narrows the ids that fit int32
+        est.partial_unfit(indices=[49], method="exact")
+    assert narrow._schedule.batch_ids.dtype == np.int32
+    np.testing.assert_array_equal(narrow.coef_, wide.coef_)
+    np.testing.assert_array_equal(narrow.intercept_, wide.intercept_)
+    np.testing.assert_array_equal(narrow._cache.weights, wide._cache.weights)
+    np.testing.assert_array_equal(narrow._schedule.batch_ids, wide._schedule.batch_ids)
+
+
 def centred_max_norm(X, est):
     """The largest ``||(x_i - offset, 1)||^2`` over the rows of dense ``X``."""
     return float((((X - est._model.offset) ** 2).sum(axis=1) + 1.0).max())
