@@ -485,6 +485,17 @@ def _position_lookup(row_ids):
 
 
 @njit(cache=True)
+def _gather(table, keys):
+    """``table[keys]`` for 1-D arrays, in one compiled pass: on a schedule's
+    millions of entries NumPy's fancy indexing takes twice as long (covtype's 3.7
+    million: 4.3 against 9.8 ms)."""
+    out = np.empty(keys.shape[0], table.dtype)
+    for i in range(keys.shape[0]):
+        out[i] = table[keys[i]]
+    return out
+
+
+@njit(cache=True)
 def _weighted_batch_sums(sample_weight, ptr, rows):
     """The total weight of every batch of a CSR batch list, summed in order (as the
     exact retrain sums them)."""
@@ -592,7 +603,7 @@ def apply_change(
     schedule = change.schedule
     new_ptr = schedule.batch_ptr
     lookup = _position_lookup(row_ids)
-    new_rows = lookup[schedule.batch_ids]
+    new_rows = _gather(lookup, schedule.batch_ids)
     t_start = change.first_changed_iteration
     n_iterations = schedule.n_iterations
     old_cache = cache
