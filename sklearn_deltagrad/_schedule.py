@@ -173,7 +173,8 @@ def add_rows(schedule, new_ids):
     The placements are drawn from the schedule's seed and its count of addition
     requests, so the same request on a copy of the estimator places rows identically.
     Added rows go to the end of their batch (in the order of ``new_ids``), old rows
-    keep their order.
+    keep their order. ``new_ids`` must be above every id in the schedule, as the
+    estimators' ids are (never reused): they set the ids' integer type.
     """
     rng = np.random.default_rng([schedule.seed, schedule.n_additions])
     per_epoch = schedule.batches_per_epoch
