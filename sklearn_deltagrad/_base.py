@@ -265,7 +265,7 @@ class _BaseDeltaGrad(BaseEstimator):
         n_iterations = -(-n_samples // batch_size) * self.max_iter
         curvature = self._curvature_code(model)
         nbytes = estimate_cache_nbytes(
-            n_iterations, n_samples * self.max_iter, model, curvature
+            n_iterations, n_samples, self.max_iter, model, curvature
         )
         if nbytes > self.max_cache_bytes:
             raise CacheTooLargeError(

@@ -125,20 +125,20 @@ class TrainingCache:
         )
 
 
-def estimate_cache_nbytes(n_iterations, n_entries, model, curvature=None):
+def estimate_cache_nbytes(n_iterations, n_samples, n_epochs, model, curvature=None):
     """Bytes of the cache and schedule that a fit of ``model`` will allocate.
 
     ``2 * T * n_params * 8`` for the iterates and gradients, ``T`` exactness flags,
-    the final parameters, and the schedule (``n_entries`` row ids, int32 unless
-    there are too many for it, ``T + 1`` batch pointers, ``T`` learning rates). With
-    the ``"gram"`` curvature model, the ``T * q^2`` float64 Gram matrices built at
-    the first request are included.
+    the final parameters, and the schedule (a row id per row and epoch, of the type
+    that ``make_schedule`` gives them, ``T + 1`` batch pointers, ``T`` learning
+    rates). With the ``"gram"`` curvature model, the ``T * q^2`` float64 Gram
+    matrices built at the first request are included.
     """
     n_params = model.n_params
     nbytes = 2 * n_iterations * n_params * 8 + n_iterations + n_params * 8
-    # Ids are below the number of rows, which is at most the number of entries.
-    id_bytes = np.dtype(id_dtype(n_entries)).itemsize
-    nbytes += n_entries * id_bytes + (n_iterations + 1) * 8 + n_iterations * 8
+    id_bytes = np.dtype(id_dtype(n_samples - 1)).itemsize
+    nbytes += n_samples * n_epochs * id_bytes + (n_iterations + 1) * 8
+    nbytes += n_iterations * 8
     if curvature == GRAM:
         n_columns = model.n_features + int(model.fit_intercept)
         nbytes += n_iterations * n_columns * n_columns * 8
