@@ -14,7 +14,10 @@ rows, addition of 1e-3 held out at fit) from the same fitted model:
 
 * ``lbfgs m=2`` (the paper's), ``lbfgs m=8``, ``lbfgs m=32``;
 * ``hessian R`` for ``R`` rows of the batch (64 to 1,024), with the secant control
-  variate (``secant_correction=True``, the default) and without (``plain``).
+  variate (``secant_correction=True``, the default) and without (``plain``);
+* ``gram`` (two classes only: a9a), each batch's exact Hessian at the cached
+  iterate, built at fit (the fitted model uses "auto", which takes it there; the
+  other models drop it at their request).
 
 Columns: the fidelity ratio ``||w_DG - w_U|| / ||w - w_U||`` (``w_U``: the exact
 retrain on the same schedule, ``method="exact"``), the speed-up (exact retrain time
@@ -55,8 +58,9 @@ CASES = [
 CHANGES = [("deletion", 1e-3), ("deletion", 1e-2), ("addition", 1e-3)]
 
 
-def curvature_models(quick=False):
-    """``(name, family, parameters)`` of the compared curvature models."""
+def curvature_models(quick=False, binary=False):
+    """``(name, family, parameters)`` of the compared curvature models (with
+    ``"gram"`` for two classes)."""
     models = [
         ("lbfgs m=2", "lbfgs", {"curvature": "lbfgs", "lbfgs_memory": 2}),
         ("lbfgs m=8", "lbfgs", {"curvature": "lbfgs", "lbfgs_memory": 8}),
@@ -71,6 +75,8 @@ def curvature_models(quick=False):
                 "secant_correction": corrected,
             }
             models.append((name, family, params))
+    if binary:
+        models.append(("gram", "gram", {"curvature": "gram"}))
     return models
 
 
@@ -196,7 +202,7 @@ def plot(rows, path):
     axes = np.atleast_1d(axes)
     for ax, (name, batch) in zip(axes, panels, strict=True):
         chosen = [r for r in rows if (r["data set"], r["batch"]) == (name, batch)]
-        for family in ("lbfgs", "hessian plain", "hessian"):
+        for family in ("lbfgs", "hessian plain", "hessian", "gram"):
             points = [r for r in chosen if r["family"] == family]
             if not points:
                 continue
@@ -230,7 +236,6 @@ def main(argv=None):
     if args.quick:
         cases = [c for c in cases if c[0] == "covtype"]
         changes = CHANGES[:1]
-    models = curvature_models(args.quick)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -240,6 +245,8 @@ def main(argv=None):
         for name, batch_size, max_iter in cases:
             if name not in loaded:
                 loaded[name] = Dataset(name, *load(name, root))
+            binary = np.unique(loaded[name].y_train).size == 2
+            models = curvature_models(args.quick, binary)
             run_case(loaded[name], batch_size, max_iter, changes, models, rows)
     print("Fidelity ratio (share of the ceiling):\n")
     print(summary_markdown(rows))

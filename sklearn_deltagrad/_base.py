@@ -32,6 +32,8 @@ from sklearn.utils.validation import (
 from ._backend import resolve_device
 from ._curvature import (
     CURVATURE_NAMES,
+    GRAM,
+    build_grams,
     resolve_curvature,
     resolve_hessian_rows,
     resolve_lbfgs_memory,
@@ -196,10 +198,11 @@ class _BaseDeltaGrad(BaseEstimator):
             alpha=float(self.alpha),
             offset=np.asarray(offset, dtype=np.float64),
         )
-        self._curvature_code(model)
         n_samples = X.shape[0]
         batch_size = n_samples if self.batch_size is None else self.batch_size
-        self._check_cache_size(n_samples, batch_size, model)
+        n_iterations = -(-n_samples // min(batch_size, n_samples)) * self.max_iter
+        curvature = self._curvature_code(model, n_iterations)
+        self._check_cache_size(n_samples, n_iterations, model, curvature)
         rng = np.random.default_rng(
             check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
         )
@@ -234,6 +237,17 @@ class _BaseDeltaGrad(BaseEstimator):
             cache,
             resolve_device(self.device),
         )
+        if curvature == GRAM:
+            # At fit rather than at the first request: a request then costs what
+            # later ones do (the rows are batch positions at fit).
+            cache.grams, cache.gram_points = build_grams(
+                rows.X,
+                rows.weights,
+                model,
+                schedule.batch_ptr,
+                schedule.batch_ids,
+                cache.weights,
+            )
         for name, value in encoding["attributes"].items():
             setattr(self, name, value)
         self._model = model
@@ -257,13 +271,10 @@ class _BaseDeltaGrad(BaseEstimator):
             max_row_norm,
         )
 
-    def _check_cache_size(self, n_samples, batch_size, model):
+    def _check_cache_size(self, n_samples, n_iterations, model, curvature):
         """Raise :class:`CacheTooLargeError` before allocating a too large cache."""
         if self.max_cache_bytes is None:
             return
-        batch_size = min(batch_size, n_samples)
-        n_iterations = -(-n_samples // batch_size) * self.max_iter
-        curvature = self._curvature_code(model)
         nbytes = estimate_cache_nbytes(
             n_iterations, n_samples, self.max_iter, model, curvature
         )
@@ -476,19 +487,20 @@ class _BaseDeltaGrad(BaseEstimator):
             max_row_norm,
         )
 
-    def _curvature_code(self, model):
+    def _curvature_code(self, model, n_iterations):
         return resolve_curvature(
             self.curvature,
             model,
             self.hessian_rows,
             corrected_full_batch=self.batch_size is None and self.secant_correction,
+            n_iterations=n_iterations,
         )
 
     def _replay_settings(self):
         return ReplaySettings(
             burn_in=int(self.burn_in),
             exact_period=int(self.exact_period),
-            curvature=self._curvature_code(self._model),
+            curvature=self._curvature_code(self._model, self._schedule.n_iterations),
             lbfgs_memory=resolve_lbfgs_memory(
                 self.lbfgs_memory,
                 self._model,

@@ -19,7 +19,7 @@ from ._curvature import (
     HESSIAN,
     LBFGS,
     MIN_STEP_SQUARE,
-    batch_grams,
+    build_grams,
     gram_product,
     lbfgs_factorize,
     lbfgs_product,
@@ -528,27 +528,25 @@ def _batch_weights(sample_weight, change, new_rows, removed_rows, added_rows):
     return new, old
 
 
-def _old_grams(X, sample_weight, model, change, new_rows, changed, cache, settings):
+def _old_grams(X, sample_weight, model, change, new_rows, changed, old_cache, cache):
     """The Gram matrices of the *old* batches, for the ``GRAM`` curvature model.
 
-    Built at the first request that needs them (from the new batches, with the change
-    undone) and kept in the cache, where every request then updates them.
+    Those of the old cache (read only); where it has none, they are built (from
+    the new batches at the cached iterates, with the change undone). ``cache``, the
+    old one's successor, gets room for the updated Grams, and their points.
     """
-    if settings.curvature != GRAM and cache.grams is None:
-        return None
-    if cache.grams is not None:
-        return cache.grams.copy()
-    n_columns = model.n_features + int(model.fit_intercept)
-    n_iterations = change.schedule.n_iterations
-    grams = np.empty((n_iterations, n_columns, n_columns))
-    batch_grams(
+    if old_cache.grams is not None:
+        cache.grams = np.empty_like(old_cache.grams)
+        points = old_cache.gram_points
+        cache.gram_points = None if points is None else points.copy()
+        return old_cache.grams
+    grams, points = build_grams(
         X,
         sample_weight,
+        model,
         change.schedule.batch_ptr,
         new_rows,
-        model.offset,
-        model.fit_intercept,
-        grams,
+        old_cache.weights,
     )
     removed_ptr, removed_rows, added_ptr, added_rows, offset, fit_intercept = changed
     # Undo the change: the old batches had the removed rows and not the added ones.
@@ -561,9 +559,13 @@ def _old_grams(X, sample_weight, model, change, new_rows, changed, cache, settin
         removed_rows,
         offset,
         fit_intercept,
+        model.loss,
+        old_cache.weights,
+        grams,
         grams,
     )
-    cache.grams = grams.copy()
+    cache.grams = np.empty_like(grams)
+    cache.gram_points = points
     return grams
 
 
@@ -607,7 +609,12 @@ def apply_change(
     t_start = change.first_changed_iteration
     n_iterations = schedule.n_iterations
     old_cache = cache
-    cache = cache.successor(t_start if method == "deltagrad" else n_iterations)
+    # Only the Gram model keeps its Grams up to date; another drops them (a later
+    # switch back builds them anew, at the iterates of that time). They are not
+    # copied here: _old_grams makes room for them, update_grams fills it.
+    cache = cache.successor(
+        t_start if method == "deltagrad" else n_iterations, keep_grams=False
+    )
     removed_rows = lookup[change.removed_ids]
     added_rows = lookup[change.added_ids]
     changed = (
@@ -618,9 +625,11 @@ def apply_change(
         model.offset,
         model.fit_intercept,
     )
-    old_grams = _old_grams(
-        X, sample_weight, model, change, new_rows, changed, cache, settings
-    )
+    old_grams = None
+    if settings.curvature == GRAM:
+        old_grams = _old_grams(
+            X, sample_weight, model, change, new_rows, changed, old_cache, cache
+        )
     residual_sum, n_checks, exposure = 0.0, 0, 0.0
     if method == "exact":
         inexact = np.flatnonzero(~cache.exact)
@@ -681,8 +690,12 @@ def apply_change(
             cache.exact,
         )
         cache.final[:] = final
-    if cache.grams is not None:
-        update_grams(X, sample_weight, *changed, cache.grams)
+    if old_grams is not None:
+        # The squared loss's Grams do not depend on the point (any array will do).
+        points = cache.weights if cache.gram_points is None else cache.gram_points
+        update_grams(
+            X, sample_weight, *changed, model.loss, points, old_grams, cache.grams
+        )
     n_replayed = max(n_iterations - t_start, 0)
     mean_residual = residual_sum / n_checks if n_checks else 0.0
     report = ReplayReport(

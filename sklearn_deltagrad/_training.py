@@ -76,8 +76,13 @@ class TrainingCache:
     final : ndarray of shape (n_params,)
         The parameters after the last iteration: the model.
     grams : ndarray of shape (n_iterations, q, q) or None
-        Per-batch Gram matrices of the ``"gram"`` curvature model, built at the first
-        request that uses it and kept up to date by every later request.
+        Per-batch Gram matrices of the ``"gram"`` curvature model, built at ``fit``
+        (or at the first request that uses it) and kept up to date by every later
+        request that uses them (a request with another model drops them).
+    gram_points : ndarray of shape (n_iterations, n_params) or None
+        For the logistic loss, the iterates at which ``grams`` weight their rows
+        (the cache's ``weights`` when they were built); ``None`` for the squared
+        loss, whose Grams do not depend on the parameters.
     """
 
     weights: np.ndarray
@@ -85,6 +90,7 @@ class TrainingCache:
     exact: np.ndarray
     final: np.ndarray
     grams: np.ndarray | None = None
+    gram_points: np.ndarray | None = None
 
     @classmethod
     def empty(cls, n_iterations, n_params):
@@ -98,10 +104,12 @@ class TrainingCache:
     def copy(self):
         return self.successor(self.weights.shape[0])
 
-    def successor(self, n_kept):
+    def successor(self, n_kept, keep_grams=True):
         """A new cache that shares no memory with this one: iterations before
         ``n_kept`` are copied, the rows of the later ones are left for the caller
-        to write (allocated, not filled: a replay writes each of them once)."""
+        to write (allocated, not filled: a replay writes each of them once). The
+        Grams are copied, or dropped with ``keep_grams=False``."""
+        keep_grams = keep_grams and self.grams is not None
         weights = np.empty_like(self.weights)
         gradients = np.empty_like(self.gradients)
         weights[:n_kept] = self.weights[:n_kept]
@@ -111,7 +119,12 @@ class TrainingCache:
             gradients,
             self.exact.copy(),
             self.final.copy(),
-            None if self.grams is None else self.grams.copy(),
+            self.grams.copy() if keep_grams else None,
+            (
+                self.gram_points.copy()
+                if keep_grams and self.gram_points is not None
+                else None
+            ),
         )
 
     @property
@@ -122,6 +135,7 @@ class TrainingCache:
             + self.exact.nbytes
             + self.final.nbytes
             + (0 if self.grams is None else self.grams.nbytes)
+            + (0 if self.gram_points is None else self.gram_points.nbytes)
         )
 
 
@@ -132,7 +146,8 @@ def estimate_cache_nbytes(n_iterations, n_samples, n_epochs, model, curvature=No
     the final parameters, and the schedule (a row id per row and epoch, of the type
     that ``make_schedule`` gives them, ``T + 1`` batch pointers, ``T`` learning
     rates). With the ``"gram"`` curvature model, the ``T * q^2`` float64 Gram
-    matrices built at the first request are included.
+    matrices are included, and for the logistic loss the ``T * n_params`` iterates
+    they are weighted at.
     """
     n_params = model.n_params
     nbytes = 2 * n_iterations * n_params * 8 + n_iterations + n_params * 8
@@ -142,6 +157,8 @@ def estimate_cache_nbytes(n_iterations, n_samples, n_epochs, model, curvature=No
     if curvature == GRAM:
         n_columns = model.n_features + int(model.fit_intercept)
         nbytes += n_iterations * n_columns * n_columns * 8
+        if model.loss != SQUARED:
+            nbytes += n_iterations * n_params * 8
     return int(nbytes)
 
 

@@ -400,6 +400,7 @@ def deltagrad_replay(
     lbfgs_form="recursive",
     sample_weight=None,
     curvature_bound=None,
+    gram_points=None,
 ):
     """The DeltaGrad replay of DESIGN section 4, in NumPy.
 
@@ -407,7 +408,8 @@ def deltagrad_replay(
     ``old_schedule``/``new_schedule`` are ``(batch_ptr, batch_ids)`` of stable ids;
     ``weights``/``gradients``/``exact`` the cache of the old trajectory.
     ``curvature`` is ``"lbfgs"``, ``"hessian"`` or ``"gram"`` (the exact Hessian of
-    the whole old batch, for the squared loss). Returns a dict with the new cache
+    the whole old batch, at ``gram_points[t]`` when given, else at the midpoint; the
+    squared loss's does not depend on the point). Returns a dict with the new cache
     (``weights``, ``gradients``, ``exact``, ``final``), ``first_iteration``,
     ``n_exact`` (exact iterations computed; skipped empty batches not counted) and
     ``n_skipped`` (iterations skipped because their new batch is empty).
@@ -508,8 +510,11 @@ def deltagrad_replay(
         if curvature != "lbfgs" and b_old > 0 and needs_matrix:
             n_sample = kept.size if curvature == "gram" else hessian_rows
             sample = kept[: min(n_sample, kept.size)]
-            # Hessian at the midpoint of the old and new iterates.
+            # Hessian at the midpoint of the old and new iterates (the Gram
+            # model's: where its matrices were built).
             w_mid = w_old + 0.5 * s
+            if curvature == "gram" and gram_points is not None:
+                w_mid = gram_points[t]
             H = hess(removed, w_mid)
             if size(sample) > 0:
                 H = H + hess(sample, w_mid) * (size(kept) / size(sample))
@@ -576,6 +581,9 @@ def resolved_curvature(est):
     columns = model.n_features + int(model.fit_intercept)
     n_params = columns * model.n_outputs
     if model.loss == SQUARED and columns <= 64:
+        return "gram"
+    gram_bytes = est._schedule.n_iterations * columns**2 * 8
+    if model.loss == BINARY_LOGISTIC and columns <= 128 and gram_bytes <= 2**28:
         return "gram"
     if hessian_rows_of(est) * model.n_outputs >= 2 * n_params:
         return "hessian"

@@ -155,6 +155,8 @@ def _state_arrays(est):
     }
     if cache.grams is not None:
         arrays["grams"] = cache.grams
+    if cache.gram_points is not None:
+        arrays["gram_points"] = cache.gram_points
     return arrays
 
 
@@ -185,7 +187,7 @@ def test_memory_mapped_estimator_serves_requests(kind, mode, tmp_path):
 
     extra = {"curvature": "gram"} if kind == "reg" else {}
     est, X, y = make(kind, random_state=0, **extra)
-    est.fit(X[:200], y[:200]).partial_unfit(indices=[0])  # grams built for "reg"
+    est.fit(X[:200], y[:200]).partial_unfit(indices=[0])
     path = tmp_path / "est.joblib"
     joblib.dump(est, path)
     digest = _file_digest(path)

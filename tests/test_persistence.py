@@ -33,6 +33,8 @@ EXTRA_STATE = [
     "_schedule.n_additions",
     "_max_row_norm",
     "drift_",
+    "_cache.grams",
+    "_cache.gram_points",
 ]
 
 
