@@ -178,6 +178,7 @@ CASES = [
     ("binary", "lbfgs", "dense64"),
     ("binary", "hessian", "csr"),
     ("binary", "hessian", "dense32"),
+    ("binary", "gram", "csr"),
     ("multiclass", "lbfgs", "csr"),
     ("multiclass", "hessian", "dense64"),
     ("ridge", "gram", "dense64"),
