@@ -279,12 +279,15 @@ class _BaseDeltaGrad(BaseEstimator):
             n_iterations, n_samples, self.max_iter, model, curvature
         )
         if nbytes > self.max_cache_bytes:
+            grams = ""
+            if curvature == GRAM:
+                grams = " and the 'gram' curvature model's matrices (see curvature)"
             raise CacheTooLargeError(
                 f"The SGD cache of this fit would take about {nbytes / 2**30:.3g} GiB "
                 f"({nbytes} bytes: {n_iterations} iterations x {model.n_params} "
-                f"parameters x 2 float64 arrays, plus the schedule), more than "
-                f"max_cache_bytes={self.max_cache_bytes}. Use a larger batch_size or "
-                "fewer epochs (max_iter), or raise max_cache_bytes."
+                f"parameters x 2 float64 arrays, plus the schedule{grams}), more "
+                f"than max_cache_bytes={self.max_cache_bytes}. Use a larger "
+                "batch_size or fewer epochs (max_iter), or raise max_cache_bytes."
             )
 
     def _commit(

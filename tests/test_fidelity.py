@@ -38,6 +38,9 @@ CASES = [
     ("mnist", "remove", 0.001),
     ("mnist", "remove", 0.01),
     ("mnist", "add", 0.001),
+    ("a9a", "remove", 0.001),  # two classes: the Gram model
+    ("a9a", "remove", 0.01),
+    ("a9a", "add", 0.001),
     ("reuters", "remove", 0.001),  # sparse CSR rows
     ("reuters", "remove", 0.01),
     ("reuters", "add", 0.001),

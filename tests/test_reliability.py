@@ -401,17 +401,27 @@ def test_memory_guard(kind):
     assert cls(**PROBLEM_PARAMS, max_cache_bytes=None).fit(X, y).cache_nbytes_ > 0
 
 
-def test_memory_guard_counts_gram_matrices():
+@pytest.mark.parametrize("cls", [DeltaGradRidge, DeltaGradLogisticRegression])
+def test_memory_guard_counts_gram_matrices(cls):
+    """The Grams (built at fit) and, for the logistic loss, the iterates they are
+    weighted at count, and the message says so."""
     X, y = make_regression(n_samples=300, n_features=5, random_state=0)
+    if cls is DeltaGradLogisticRegression:
+        y = y > 0
     params = dict(batch_size=32, max_iter=4, curvature="gram", random_state=0)
-    est = DeltaGradRidge(**params).fit(X, y)
-    est.partial_unfit(indices=[0, 1])  # the Gram matrices are built now
-    # The schedule lost 2 rows x 4 epochs.
-    nbytes = est.cache_nbytes_ + 2 * est._schedule.batch_ids.itemsize * 4
-    assert est._cache.grams is not None
-    DeltaGradRidge(**params, max_cache_bytes=nbytes).fit(X, y)
-    with pytest.raises(CacheTooLargeError):
-        DeltaGradRidge(**params, max_cache_bytes=nbytes - 1).fit(X, y)
+    est = cls(**params).fit(X, y)
+    cache = est._cache
+    assert cache.grams is not None
+    points = 0 if cache.gram_points is None else cache.gram_points.nbytes
+    assert (points > 0) == (cls is DeltaGradLogisticRegression)
+    nbytes = est.cache_nbytes_
+    assert nbytes >= cache.grams.nbytes + points + cache.weights.nbytes * 2
+    cls(**params, max_cache_bytes=nbytes).fit(X, y)
+    with pytest.raises(CacheTooLargeError, match="'gram' curvature model"):
+        cls(**params, max_cache_bytes=nbytes - 1).fit(X, y)
+    # Without the Gram model the same fit is smaller than that by the Grams.
+    hessian = cls(**{**params, "curvature": "hessian"}).fit(X, y)
+    assert hessian.cache_nbytes_ == nbytes - cache.grams.nbytes - points
 
 
 def test_memory_guard_message_for_a_huge_fit():
