@@ -305,7 +305,7 @@ def test_auto_curvature_choice():
         (DeltaGradRidge(hessian_rows=8, batch_size=None), wide, yr, HESSIAN),
     ]
     for est, data, target, expected in cases:
-        if "max_iter" not in est.get_params() or est.max_iter != 11:
+        if est.max_iter != 11:  # the byte-cap case keeps its 11 epochs
             est.set_params(max_iter=2)
         est.set_params(random_state=0).fit(data, target)
         assert est._replay_settings().curvature == expected
@@ -500,9 +500,10 @@ def test_auto_lbfgs_memory():
 @pytest.mark.parametrize("name", ["covtype_binary", "a9a"])
 def test_gram_model_beats_the_row_sample_on_binary_real_data(load_dataset, name):
     """On two-class real data the Gram model (the "auto" choice) forgets far more
-    faithfully than the sub-sampled Hessian of the same replay (measured with 50
-    epochs: covtype class 2 vs rest 0.0005-0.0007 against 0.027-0.041, a9a
-    0.0012-0.0023 against 0.029-0.048; a fidelity test, not timed)."""
+    faithfully than the sub-sampled Hessian of the same replay (measured here, 10
+    epochs: covtype class 2 vs rest 0.00036 against 0.042, a9a 0.00076 against
+    0.045; with 50 epochs 0.0005-0.0007 against 0.027-0.041 and 0.0012-0.0023
+    against 0.029-0.048; a fidelity test, not timed)."""
     X_train, _, y_train, _ = load_dataset(name)
     base = DeltaGradLogisticRegression(random_state=0, max_iter=10).fit(
         X_train, y_train
