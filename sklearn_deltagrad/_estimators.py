@@ -76,11 +76,12 @@ class DeltaGradLogisticRegression(ClassifierMixin, _BaseDeltaGrad):
         Hessian at the cached iterate, a ``(n_features + 1)^2`` matrix per
         iteration built at ``fit`` and updated by every request (fit 3-5x slower,
         requests 20-100x closer to the retrain on covtype class 2 vs rest and
-        a9a). ``"auto"`` takes ``"gram"`` for two classes with at most 127
-        features whose ``T`` matrices take at most 256 MiB; otherwise
-        ``"hessian"`` when ``hessian_rows * n_outputs >= 2 * n_params`` or for
-        full batches (``batch_size=None``) with ``secant_correction``, and
-        ``"lbfgs"`` otherwise.
+        a9a; the state keeps the fit's iterates they are weighted at, see the
+        user guide's "What it does not guarantee"). ``"auto"`` takes ``"gram"``
+        for two classes with at most 127 features whose ``T`` matrices take at
+        most 256 MiB; otherwise ``"hessian"`` when ``hessian_rows * n_outputs >=
+        2 * n_params`` or for full batches (``batch_size=None``) with
+        ``secant_correction``, and ``"lbfgs"`` otherwise.
     lbfgs_memory : int or "auto", default="auto"
         ``m``, the number of curvature pairs of the L-BFGS model. ``"auto"``: 32,
         fewer (at least 2) where a product with the L-BFGS matrix would cost more
