@@ -106,7 +106,7 @@ def resolve_curvature(
     does not bound the Grams' bytes.
     """
     hessian_rows = resolve_hessian_rows(hessian_rows, model)
-    columns = model.n_features + int(model.fit_intercept)
+    columns = model.n_columns
     if name == "gram" and model.loss not in (SQUARED, BINARY_LOGISTIC):
         raise ValueError(
             "curvature='gram' needs the squared loss (DeltaGradRidge) or the binary "
@@ -401,7 +401,7 @@ def build_grams(X, sample_weight, model, batch_ptr, batch_rows, points):
     batch's rows at its own and keeps a copy of them (``gram_points``), the squared
     loss keeps none.
     """
-    n_columns = model.n_features + int(model.fit_intercept)
+    n_columns = model.n_columns
     grams = np.empty((batch_ptr.shape[0] - 1, n_columns, n_columns))
     batch_grams(
         as_kernel_rows(X),

@@ -44,8 +44,13 @@ class LinearModel:
         return self.offset.shape[0]
 
     @property
+    def n_columns(self):
+        """Columns of a centred row ``(x - offset, 1)`` (the 1 with an intercept)."""
+        return self.n_features + int(self.fit_intercept)
+
+    @property
     def n_params(self):
-        return (self.n_features + int(self.fit_intercept)) * self.n_outputs
+        return self.n_columns * self.n_outputs
 
     @property
     def n_penalized(self):
@@ -155,8 +160,7 @@ def estimate_cache_nbytes(n_iterations, n_samples, n_epochs, model, curvature=No
     nbytes += n_samples * n_epochs * id_bytes + (n_iterations + 1) * 8
     nbytes += n_iterations * 8
     if curvature == GRAM:
-        n_columns = model.n_features + int(model.fit_intercept)
-        nbytes += n_iterations * n_columns * n_columns * 8
+        nbytes += n_iterations * model.n_columns**2 * 8
         if model.loss != SQUARED:
             nbytes += n_iterations * n_params * 8
     return int(nbytes)
