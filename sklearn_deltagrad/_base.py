@@ -40,7 +40,7 @@ from ._curvature import (
 )
 from ._exceptions import CacheTooLargeError, InconsistentDeltaGradVersionWarning
 from ._replay import ReplaySettings, apply_change
-from ._rows import PendingRemoval, TrainingRows, nonzeros_per_row
+from ._rows import PendingRemoval, TrainingRows, maps_a_file, nonzeros_per_row
 from ._schedule import add_rows, make_schedule, remove_rows
 from ._storage import flush_folder, remove_stale_files, save_state
 from ._training import (
@@ -291,7 +291,16 @@ class _BaseDeltaGrad(BaseEstimator):
             )
 
     def _commit(
-        self, rows, sample_ids, schedule, cache, coef, intercept, update, max_row_norm
+        self,
+        rows,
+        sample_ids,
+        schedule,
+        cache,
+        coef,
+        intercept,
+        update,
+        max_row_norm,
+        gram_update=None,
     ):
         """Install a new state; if anything interrupts it, restore the old one.
 
@@ -299,6 +308,10 @@ class _BaseDeltaGrad(BaseEstimator):
         in-place compaction runs here and is undone on failure). ``update`` is
         ``None`` (fit) or ``(report, update_log, drift)`` of a request.
         ``max_row_norm`` bounds the squared centred norms of the rows.
+        ``gram_update`` (a :class:`GramUpdate`, never with ``storage_dir``) changes
+        the Gram matrices that the old and the new cache share, as the commit's
+        last step: once it has run, the request is done, even if an interrupt
+        arrives right after it.
 
         With ``storage_dir``, the new state is also written to the folder (aside,
         then published atomically) before the commit counts as done; afterwards
@@ -321,11 +334,16 @@ class _BaseDeltaGrad(BaseEstimator):
                 self.last_update_, self.update_log_, self.drift_ = update
             if self.storage_dir is not None:
                 published = save_state(self, self.storage_dir)
+            if gram_update is not None:
+                gram_update.apply()
         except BaseException:
-            if pending is not None:
-                pending.undo()
-            self.__dict__.clear()
-            self.__dict__.update(old)
+            if gram_update is None or not gram_update.done[0]:
+                if pending is not None:
+                    pending.undo()
+                self.__dict__.clear()
+                self.__dict__.update(old)
+            elif pending is not None:
+                pending.forget()
             raise
         if pending is not None:
             pending.forget()
@@ -432,6 +450,13 @@ class _BaseDeltaGrad(BaseEstimator):
         ):
             used, fallback = "exact", "max_change_share"
 
+        # Where the Grams are the estimator's own memory, the commit updates them
+        # in place rather than a request copying them (never in a mapped file).
+        grams = self._cache.grams
+        defer_grams = self.storage_dir is None and (
+            grams is None or (grams.flags.writeable and not maps_a_file(grams))
+        )
+
         def update(how):
             return apply_change(
                 rows.X,
@@ -445,9 +470,10 @@ class _BaseDeltaGrad(BaseEstimator):
                 settings,
                 device,
                 max_row_norm,
+                defer_grams,
             )
 
-        cache, report = update(used)
+        cache, report, gram_update = update(used)
         drift = 0.0
         if used == "deltagrad":
             scale = max(float(np.linalg.norm(cache.final)), np.finfo(float).tiny)
@@ -457,7 +483,7 @@ class _BaseDeltaGrad(BaseEstimator):
                 and _hypot(self.drift_, drift) > self.max_drift
             ):
                 used, fallback, drift = "exact", "max_drift", 0.0
-                cache, report = update(used)
+                cache, report, gram_update = update(used)
         drift_total = _hypot(self.drift_, drift) if used == "deltagrad" else 0.0
         report = dataclasses.replace(
             report,
@@ -488,6 +514,7 @@ class _BaseDeltaGrad(BaseEstimator):
             intercept,
             (report, log, drift_total),
             max_row_norm,
+            gram_update,
         )
 
     def _curvature_code(self, model, n_iterations):

@@ -327,25 +327,38 @@ _GRAM_LOOP_ROWS = 16
 
 
 @njit(cache=True)
+def gram_workspace(n_rows, n_columns):
+    """Buffers for :func:`add_gram_rows` adding up to ``n_rows`` rows at a time,
+    allocated once per pass over the Grams (an in-place update then allocates
+    nothing after its first change)."""
+    block_rows = max(1, min(_GRAM_BLOCK_ROWS, n_rows))
+    return (
+        np.empty((block_rows, n_columns)),
+        np.empty((block_rows, n_columns)),
+        np.empty((n_columns, n_columns)),
+        np.empty(3),
+    )
+
+
+@njit(cache=True)
 def add_gram_rows(
-    X, sample_weight, rows, offset, fit_intercept, loss, point, sign, gram
+    X, sample_weight, rows, offset, fit_intercept, loss, point, sign, gram, workspace
 ):  # fmt: skip
     """``gram += sign * sum_i s_i c_i a_i a_i^T`` over ``rows``, ``a_i = (x_i -
     offset, 1)``, ``s_i`` the rows' weights and ``c_i`` the loss curvature at the
     parameters ``point`` (1 for the squared loss, ``p (1 - p)`` of ``a_i . point``
-    for the binary logistic loss, whose Hessian is then this sum)."""
+    for the binary logistic loss, whose Hessian is then this sum). ``workspace``
+    comes from :func:`gram_workspace`."""
     n_rows = rows.shape[0]
     if n_rows == 0:
         return
+    block, weighted, product, scalars = workspace
     n_features = offset.shape[0]
     n_columns = gram.shape[0]
     weighted_by_point = loss != SQUARED
-    output = np.zeros(1)
-    curvature = np.empty(1)
-    unit = np.ones(1)
-    block_rows = min(_GRAM_BLOCK_ROWS, n_rows)
-    block = np.empty((block_rows, n_columns))
-    weighted = np.empty((block_rows, n_columns))
+    output, unit, curvature = scalars[0:1], scalars[1:2], scalars[2:3]
+    unit[0] = 1.0
+    block_rows = block.shape[0]
     for start in range(0, n_rows, block_rows):
         size = min(block_rows, n_rows - start)
         for idx in range(size):
@@ -364,15 +377,17 @@ def add_gram_rows(
             for j in range(n_columns):
                 weighted[idx, j] = scale * a[j]
         if size <= _GRAM_LOOP_ROWS:
-            # A request's few changed rows per batch: in place, without the
-            # product's temporary matrix (a9a's update 2x faster).
-            for idx in range(size):
-                for j in range(n_columns):
+            # A request's few changed rows per batch: added to each row of the
+            # Gram while it is in the CPU cache (one pass over the matrix; the
+            # rows' terms in the same order as one pass per row).
+            for j in range(n_columns):
+                for idx in range(size):
                     factor = weighted[idx, j]
                     for col in range(n_columns):
                         gram[j, col] += factor * block[idx, col]
         else:
-            gram += np.dot(weighted[:size].T, block[:size])
+            np.dot(weighted[:size].T, block[:size], product)
+            gram += product
 
 
 @njit(cache=True, nogil=True)
@@ -383,12 +398,13 @@ def batch_grams(
     """The Gram matrix of every batch of a schedule, into ``grams`` (T, q, q);
     batch ``t``'s rows are weighted by the loss curvature at ``points[t]`` (see
     :func:`add_gram_rows`)."""
+    workspace = gram_workspace(_most_rows(batch_ptr), grams.shape[1])
     for t in range(grams.shape[0]):
         grams[t] = 0.0
         rows = batch_rows[batch_ptr[t] : batch_ptr[t + 1]]
         add_gram_rows(
             X, sample_weight, rows, offset, fit_intercept, loss, points[t], 1.0,
-            grams[t],
+            grams[t], workspace,
         )  # fmt: skip
 
 
@@ -434,21 +450,79 @@ def update_grams(
 ):
     """``grams[t]`` = ``source[t]`` with the removed rows taken out of and the
     added rows put into its batch, weighted at the points the Grams were built at.
-    ``source`` may be ``grams`` itself (in place); otherwise each matrix is copied
-    just before its update, while it is in the CPU cache."""
+    ``grams`` is new memory (see :func:`update_grams_in_place` for the other case):
+    each matrix is copied just before its update, while it is in the CPU cache."""
+    workspace = _change_workspace(removed_ptr, added_ptr, grams.shape[1])
     for t in range(grams.shape[0]):
-        gram = grams[t]
-        gram[:, :] = source[t]
-        removed = removed_rows[removed_ptr[t] : removed_ptr[t + 1]]
-        added = added_rows[added_ptr[t] : added_ptr[t + 1]]
-        point = points[t]
-        add_gram_rows(
-            X, sample_weight, removed, offset, fit_intercept, loss, point, -1.0,
-            gram,
+        grams[t, :, :] = source[t]
+        _change_gram(
+            X, sample_weight, removed_ptr, removed_rows, added_ptr, added_rows,
+            offset, fit_intercept, loss, points, t, grams[t], workspace,
         )  # fmt: skip
-        add_gram_rows(
-            X, sample_weight, added, offset, fit_intercept, loss, point, 1.0, gram
-        )
+
+
+@njit(cache=True, nogil=True)
+def update_grams_in_place(
+    X,
+    sample_weight,
+    removed_ptr,
+    removed_rows,
+    added_ptr,
+    added_rows,
+    offset,
+    fit_intercept,
+    loss,
+    points,
+    grams,
+    done,
+):
+    """:func:`update_grams` into ``grams`` itself: only the matrices of changed
+    batches are touched (no copy, no new memory). ``done[0]`` is set by this
+    function when it has finished, so a caller interrupted right after the call
+    still knows that the matrices have changed. All memory it needs is allocated
+    before the first matrix changes: it cannot stop half-way."""
+    workspace = _change_workspace(removed_ptr, added_ptr, grams.shape[1])
+    for t in range(grams.shape[0]):
+        _change_gram(
+            X, sample_weight, removed_ptr, removed_rows, added_ptr, added_rows,
+            offset, fit_intercept, loss, points, t, grams[t], workspace,
+        )  # fmt: skip
+    done[0] = True
+
+
+@njit(cache=True)
+def _change_workspace(removed_ptr, added_ptr, n_columns):
+    """:func:`gram_workspace` for the most rows one batch loses or gains."""
+    most = max(_most_rows(removed_ptr), _most_rows(added_ptr))
+    return gram_workspace(most, n_columns)
+
+
+@njit(cache=True)
+def _most_rows(ptr):
+    """The most rows of one batch in a ``ptr`` array of batch boundaries."""
+    most = 0
+    for t in range(ptr.shape[0] - 1):
+        most = max(most, ptr[t + 1] - ptr[t])
+    return most
+
+
+@njit(cache=True, nogil=True)
+def _change_gram(
+    X, sample_weight, removed_ptr, removed_rows, added_ptr, added_rows, offset,
+    fit_intercept, loss, points, t, gram, workspace,
+):  # fmt: skip
+    """Batch ``t``'s removed rows out of ``gram``, its added rows into it."""
+    removed = removed_rows[removed_ptr[t] : removed_ptr[t + 1]]
+    added = added_rows[added_ptr[t] : added_ptr[t + 1]]
+    point = points[t]
+    add_gram_rows(
+        X, sample_weight, removed, offset, fit_intercept, loss, point, -1.0, gram,
+        workspace,
+    )  # fmt: skip
+    add_gram_rows(
+        X, sample_weight, added, offset, fit_intercept, loss, point, 1.0, gram,
+        workspace,
+    )  # fmt: skip
 
 
 @njit(cache=True)

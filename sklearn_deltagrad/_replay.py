@@ -29,6 +29,7 @@ from ._curvature import (
     secant_weight,
     subsampled_hessian_product,
     update_grams,
+    update_grams_in_place,
 )
 from ._kernels.cpu import as_kernel_rows, gradient_sum, weight_sum
 from ._schedule import id_dtype
@@ -528,17 +529,24 @@ def _batch_weights(sample_weight, change, new_rows, removed_rows, added_rows):
     return new, old
 
 
-def _old_grams(X, sample_weight, model, change, new_rows, changed, old_cache, cache):
+def _old_grams(
+    X, sample_weight, model, change, new_rows, changed, old_cache, cache, shared
+):
     """The Gram matrices of the *old* batches, for the ``GRAM`` curvature model.
 
     Those of the old cache (read only); where it has none, they are built (from
     the new batches at the cached iterates, with the change undone). ``cache``, the
-    old one's successor, gets room for the updated Grams, and their points.
+    old one's successor, gets room for the updated Grams, and their points; with
+    ``shared`` it gets the old Grams themselves instead, for a
+    :class:`GramUpdate` to change in place.
     """
     if old_cache.grams is not None:
-        cache.grams = np.empty_like(old_cache.grams)
         points = old_cache.gram_points
-        cache.gram_points = None if points is None else points.copy()
+        if shared:
+            cache.grams, cache.gram_points = old_cache.grams, points
+        else:
+            cache.grams = np.empty_like(old_cache.grams)
+            cache.gram_points = None if points is None else points.copy()
         return old_cache.grams
     grams, points = build_grams(
         X,
@@ -550,7 +558,7 @@ def _old_grams(X, sample_weight, model, change, new_rows, changed, old_cache, ca
     )
     removed_ptr, removed_rows, added_ptr, added_rows, offset, fit_intercept = changed
     # Undo the change: the old batches had the removed rows and not the added ones.
-    update_grams(
+    update_grams_in_place(
         X,
         sample_weight,
         added_ptr,
@@ -562,11 +570,78 @@ def _old_grams(X, sample_weight, model, change, new_rows, changed, old_cache, ca
         model.loss,
         old_cache.weights,
         grams,
-        grams,
+        np.zeros(1, dtype=np.bool_),
     )
-    cache.grams = np.empty_like(grams)
+    cache.grams = grams if shared else np.empty_like(grams)
     cache.gram_points = points
     return grams
+
+
+@dataclass
+class GramUpdate:
+    """A request's change of the Gram matrices, left for the commit to make in
+    place (see :func:`apply_change`'s ``defer_grams``).
+
+    It holds its own copy of the changed rows (``X``, ``sample_weight``; the
+    positions index them), so it does not read the training rows, which the commit
+    compacts. :meth:`apply` is one compiled call that allocates what it needs
+    before it changes a matrix and sets ``done`` when it has finished, so it never
+    stops half-way, and a caller interrupted after it can tell that it ran (the
+    request is then committed: the matrices are its last change).
+    """
+
+    X: object
+    sample_weight: np.ndarray
+    removed_ptr: np.ndarray
+    removed_rows: np.ndarray
+    added_ptr: np.ndarray
+    added_rows: np.ndarray
+    offset: np.ndarray
+    fit_intercept: bool
+    loss: int
+    points: np.ndarray
+    grams: np.ndarray
+    done: np.ndarray
+
+    @classmethod
+    def gather(cls, X, sample_weight, changed, loss, points, grams):
+        """The update of ``grams`` by ``changed`` (positions of rows of ``X``, a
+        dense array or a CSR matrix), with the changed rows copied out of ``X``."""
+        removed_ptr, removed_rows, added_ptr, added_rows, *centring = changed
+        positions, local = np.unique(
+            np.concatenate((removed_rows, added_rows)), return_inverse=True
+        )
+        local = local.astype(removed_rows.dtype, copy=False)
+        n_removed = removed_rows.shape[0]
+        return cls(
+            as_kernel_rows(X[positions]),
+            sample_weight[positions],
+            removed_ptr,
+            local[:n_removed],
+            added_ptr,
+            local[n_removed:],
+            *centring,
+            loss,
+            points,
+            grams,
+            np.zeros(1, dtype=np.bool_),
+        )
+
+    def apply(self):
+        update_grams_in_place(
+            self.X,
+            self.sample_weight,
+            self.removed_ptr,
+            self.removed_rows,
+            self.added_ptr,
+            self.added_rows,
+            self.offset,
+            self.fit_intercept,
+            self.loss,
+            self.points,
+            self.grams,
+            self.done,
+        )
 
 
 def apply_change(
@@ -581,9 +656,11 @@ def apply_change(
     settings,
     device="cpu",
     max_row_norm=None,
+    defer_grams=False,
 ):
     """The cache of the changed training set (a new one: ``cache`` is left as it
-    is, so that a failed request changes nothing) and the report.
+    is, so that a failed request changes nothing), the report, and the
+    :class:`GramUpdate` left to the caller (``None`` unless ``defer_grams``).
 
     ``X``/``Y``/``sample_weight`` hold every row that the old or the new schedule
     mentions, with stable ids ``row_ids`` (sorted); ``X`` is a dense array or a
@@ -596,8 +673,15 @@ def apply_change(
     runs the loops. ``max_row_norm``: the largest squared centred norm of the rows
     of ``X``, or a larger value (see :func:`curvature_bound`); ``None`` computes it
     (a pass over ``X``).
+
+    The ``GRAM`` model's matrices are written updated into new memory, or, with
+    ``defer_grams``, the new cache shares the old one's and the returned
+    :class:`GramUpdate` changes them in place when the caller applies it (at its
+    commit: a9a's 49 MB of Grams are then neither copied nor faulted in, and only
+    the changed batches' matrices are touched).
     """
     start = time.perf_counter()
+    rows_X = X
     bound = 0.0
     if method == "deltagrad":
         bound = curvature_bound(X, model, max_row_norm)
@@ -611,7 +695,8 @@ def apply_change(
     old_cache = cache
     # Only the Gram model keeps its Grams up to date; another drops them (a later
     # switch back builds them anew, at the iterates of that time). They are not
-    # copied here: _old_grams makes room for them, update_grams fills it.
+    # copied here: _old_grams makes room for them (or shares them), update_grams
+    # fills it (or the GramUpdate changes them).
     cache = cache.successor(
         t_start if method == "deltagrad" else n_iterations, keep_grams=False
     )
@@ -628,8 +713,9 @@ def apply_change(
     old_grams = None
     if settings.curvature == GRAM:
         old_grams = _old_grams(
-            X, sample_weight, model, change, new_rows, changed, old_cache, cache
-        )
+            X, sample_weight, model, change, new_rows, changed, old_cache, cache,
+            defer_grams,
+        )  # fmt: skip
     residual_sum, n_checks, exposure = 0.0, 0, 0.0
     if method == "exact":
         inexact = np.flatnonzero(~cache.exact)
@@ -690,12 +776,18 @@ def apply_change(
             cache.exact,
         )
         cache.final[:] = final
+    gram_update = None
     if old_grams is not None:
         # The squared loss's Grams do not depend on the point (any array will do).
         points = cache.weights if cache.gram_points is None else cache.gram_points
-        update_grams(
-            X, sample_weight, *changed, model.loss, points, old_grams, cache.grams
-        )
+        if defer_grams:
+            gram_update = GramUpdate.gather(
+                rows_X, sample_weight, changed, model.loss, points, cache.grams
+            )
+        else:
+            update_grams(
+                X, sample_weight, *changed, model.loss, points, old_grams, cache.grams
+            )
     n_replayed = max(n_iterations - t_start, 0)
     mean_residual = residual_sum / n_checks if n_checks else 0.0
     report = ReplayReport(
@@ -708,7 +800,7 @@ def apply_change(
         n_residual_checks=int(n_checks),
         mean_residual=float(mean_residual),
     )
-    return cache, report
+    return cache, report, gram_update
 
 
 def drift_estimate(mean_residual, exposure):

@@ -23,6 +23,7 @@ from sklearn_deltagrad._curvature import (
     secant_control_sums,
     secant_weight,
     update_grams,
+    update_grams_in_place,
 )
 
 from . import reference as ref
@@ -114,7 +115,8 @@ def test_batch_grams_sum_blocks_of_rows(n_rows, layout):
 @pytest.mark.parametrize("in_place", [True, False])
 def test_update_grams_adds_and_removes_rows(in_place, loss, weights, layout):
     """Rows leave and join batches' Grams weighted at the batches' own points,
-    in place or into new matrices (the source then stays as it was)."""
+    in place (bitwise as into new matrices, flagging that it ran) or into new
+    matrices (the source then stays as it was)."""
     X, Y, model, w, rng = make_problem(loss, 1, True, centred=True)
     rows_in, X = kernel_rows(X, layout)
     sample_weight = make_weights(weights, X.shape[0])
@@ -125,14 +127,9 @@ def test_update_grams_adds_and_removes_rows(in_place, loss, weights, layout):
     points = np.stack([w, -w])
     batch_grams(rows_in, sample_weight, ptr, rows, offset, True, loss, points, grams)
     before = grams.copy()
-    source = grams if in_place else before.copy()
-    if not in_place:
-        grams = np.full_like(before, np.nan)  # overwritten
     # Move rows 3, 5 and (zero weight when random) 2 out of batch 0, put row 20
     # into it; row 14 leaves batch 1.
-    update_grams(
-        rows_in,
-        sample_weight,
+    change = (
         np.array([0, 3, 4]),
         np.array([3, 5, 2, 14]),
         np.array([0, 1, 1]),
@@ -141,11 +138,18 @@ def test_update_grams_adds_and_removes_rows(in_place, loss, weights, layout):
         True,
         loss,
         points,
-        source,
-        grams,
     )
-    if not in_place:
-        np.testing.assert_array_equal(source, before)
+    source = before.copy()
+    copied = np.full_like(before, np.nan)  # overwritten
+    update_grams(rows_in, sample_weight, *change, source, copied)
+    np.testing.assert_array_equal(source, before)
+    if in_place:
+        done = np.zeros(1, dtype=np.bool_)
+        update_grams_in_place(rows_in, sample_weight, *change, grams, done)
+        assert done[0]
+        np.testing.assert_array_equal(grams, copied)
+    else:
+        grams = copied
     kept = np.array([0, 1, 4, 6, 7, 8, 9, 10, 11, 20])
     kept_1 = np.setdiff1d(np.arange(12, X.shape[0]), [14])
     for t, batch in enumerate([kept, kept_1]):

@@ -27,6 +27,7 @@ from sklearn_deltagrad._training import LinearModel
 
 from .test_bad_input import (
     NAMED_STATE,
+    PARAMS,
     _assert_same,
     _lookup,
     assert_still_serves,
@@ -197,6 +198,82 @@ def test_failed_first_fit_leaves_the_estimator_unfitted(monkeypatch):
         est.partial_fit(X, y, classes=[0, 1])
     assert not hasattr(est, "n_features_in_")
     assert not hasattr(est, "classes_")
+
+
+# ---------------------------------------------- the Gram matrices' in-place update
+def _gram_model(cls):
+    """A Gram-model estimator that has served a removal and an addition."""
+    X, y = make_regression(n_samples=130, n_features=4, noise=1.0, random_state=0)
+    if cls is DeltaGradLogisticRegression:
+        y = y > 0
+    est = cls(**PARAMS, curvature="gram").fit(X[:100], y[:100])
+    est.partial_unfit(indices=[0, 1])
+    est.partial_fit(X[100:105], y[100:105])
+    assert est._cache.grams is not None
+    return est, X, y
+
+
+def _gram_requests(X, y):
+    return [
+        lambda est: est.partial_unfit(indices=[3, 40, 77]),
+        lambda est: est.partial_fit(X[105:108], y[105:108]),
+        lambda est: est.partial_unfit(indices=[5, 50], method="exact"),
+    ]
+
+
+def _assert_same_state(est, twin):
+    for name in [*NAMED_STATE, "_cache.grams", "_cache.gram_points"]:
+        _assert_same(_lookup(est, name), _lookup(twin, name), name)
+
+
+@pytest.mark.parametrize("error", [ValueError, KeyboardInterrupt])
+@pytest.mark.parametrize("cls", [DeltaGradRidge, DeltaGradLogisticRegression])
+def test_request_interrupted_around_the_gram_update(cls, error, monkeypatch):
+    """The commit changes the Grams, which the old and the new state share, in
+    place as its last step: interrupted before, the estimator is as it was (Grams
+    included); interrupted right after, the request is done."""
+    base, X, y = _gram_model(cls)
+    original = replay_module.GramUpdate.apply
+    for request in _gram_requests(X, y):
+        est = copy.deepcopy(base)
+        before = snapshot(est)
+        with monkeypatch.context() as patch:
+            patch.setattr(replay_module.GramUpdate, "apply", _raiser(error))
+            with pytest.raises(error, match="injected"):
+                request(est)
+        assert_unchanged(est, before)
+        done = copy.deepcopy(base)
+        request(done)
+        _assert_same_state(est, base)
+        with monkeypatch.context() as patch:
+            patch.setattr(replay_module.GramUpdate, "apply", _after(original, error))
+            with pytest.raises(error, match="after the call"):
+                request(est)
+        _assert_same_state(est, done)
+        assert len(est.update_log_) == len(done.update_log_)
+
+
+@pytest.mark.parametrize("cls", [DeltaGradRidge, DeltaGradLogisticRegression])
+def test_gram_update_in_place_equals_the_copy(cls):
+    """Grams that cannot be written (read-only, or mapped from a file) are
+    updated into new memory instead, bitwise as the in-place update; the new
+    state then owns writable Grams again, and the old memory is left as it was."""
+    base, X, y = _gram_model(cls)
+    for request in _gram_requests(X, y):
+        in_place, copied = copy.deepcopy(base), copy.deepcopy(base)
+        shared = in_place._cache.grams
+        frozen = copied._cache.grams
+        frozen.flags.writeable = False
+        kept = frozen.copy()
+        request(in_place)
+        request(copied)
+        assert in_place._cache.grams is shared
+        assert copied._cache.grams is not frozen
+        assert copied._cache.grams.flags.writeable
+        np.testing.assert_array_equal(frozen, kept)
+        assert not np.array_equal(shared, kept)
+        _assert_same_state(in_place, copied)
+        base = in_place
 
 
 # ------------------------------------------------------- drift, fallback, audit

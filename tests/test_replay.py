@@ -626,11 +626,29 @@ def numpy_retrain(X, Y, sample_weight, ids, model, change, schedule):
     )
 
 
-def apply_to_rows(X, Y, sample_weight, ids, model, change, cache, method, settings):
-    """``apply_change`` on the rows ``ids`` (stable ids = positions here)."""
-    return apply_change(
-        X[ids], Y[ids], sample_weight[ids], ids, model, change, cache, method, settings
+def apply_to_rows(
+    X, Y, sample_weight, ids, model, change, cache, method, settings, defer=False
+):
+    """``apply_change`` on the rows ``ids`` (stable ids = positions here): the new
+    cache and the report; with ``defer`` the Grams' update is left to the caller
+    and made here (in place, as an estimator's commit makes it)."""
+    cache, report, gram_update = apply_change(
+        X[ids],
+        Y[ids],
+        sample_weight[ids],
+        ids,
+        model,
+        change,
+        cache,
+        method,
+        settings,
+        defer_grams=defer,
     )
+    assert (gram_update is not None) == (defer and cache.grams is not None)
+    if gram_update is not None:
+        gram_update.apply()
+        assert gram_update.done[0]
+    return cache, report
 
 
 def batch_of(schedule, t):
@@ -929,7 +947,9 @@ def test_weighted_sequence_of_requests_matches_numpy_replay(
     layout,
 ):
     """Removals and additions in turn, each replayed from the cache (and Gram
-    matrices) the previous one left; rows of zero weight come and go."""
+    matrices) the previous one left; rows of zero weight come and go. Every other
+    request updates the Grams in place (an estimator's commit), the others into
+    new memory."""
     settings = dict(
         curvature=curvature,
         burn_in=burn_in,
@@ -956,7 +976,7 @@ def test_weighted_sequence_of_requests_matches_numpy_replay(
         ("add", [51, 52]),  # 51 weighs 0
         ("remove", [44]),
     ]
-    for kind, which in requests:
+    for i, (kind, which) in enumerate(requests):
         if kind == "remove":
             change = remove_rows(schedule, np.array(which))
             ids = live
@@ -975,6 +995,7 @@ def test_weighted_sequence_of_requests_matches_numpy_replay(
             cache,
             "deltagrad",
             replay_settings(settings),
+            defer=i % 2 == 1,
         )
         out = reference_replay(
             X,
@@ -1047,7 +1068,7 @@ def test_skipped_iterations_are_not_reported_as_approximate(weights):
     set_learning_rate(schedule, X, model)
     before = old_cache(X, Y, sample_weight, model, schedule)
     ids = request_rows("remove")
-    cache, report = apply_change(
+    cache, report, _ = apply_change(
         X[ids],
         Y[ids],
         sample_weight[ids],
