@@ -434,66 +434,38 @@ def build_grams(X, sample_weight, model, batch_ptr, batch_rows, points):
 
 
 @njit(cache=True, nogil=True)
-def update_grams(
-    X,
-    sample_weight,
-    removed_ptr,
-    removed_rows,
-    added_ptr,
-    added_rows,
-    offset,
-    fit_intercept,
-    loss,
-    points,
-    source,
-    grams,
-):
+def update_grams(X, sample_weight, changed, loss, points, source, grams):
     """``grams[t]`` = ``source[t]`` with the removed rows taken out of and the
     added rows put into its batch, weighted at the points the Grams were built at.
-    ``grams`` is new memory (see :func:`update_grams_in_place` for the other case):
-    each matrix is copied just before its update, while it is in the CPU cache."""
-    workspace = _change_workspace(removed_ptr, added_ptr, grams.shape[1])
+
+    ``changed`` is ``(removed_ptr, removed_rows, added_ptr, added_rows, offset,
+    fit_intercept)``: per batch, the positions in ``X`` of the rows it loses and
+    gains, and how rows are centred. ``grams`` is new memory (see
+    :func:`update_grams_in_place` for the other case): each matrix is copied just
+    before its update, while it is in the CPU cache."""
+    workspace = _change_workspace(changed, grams.shape[1])
     for t in range(grams.shape[0]):
         grams[t, :, :] = source[t]
-        _change_gram(
-            X, sample_weight, removed_ptr, removed_rows, added_ptr, added_rows,
-            offset, fit_intercept, loss, points, t, grams[t], workspace,
-        )  # fmt: skip
+        _change_gram(X, sample_weight, changed, loss, points, t, grams[t], workspace)
 
 
 @njit(cache=True, nogil=True)
-def update_grams_in_place(
-    X,
-    sample_weight,
-    removed_ptr,
-    removed_rows,
-    added_ptr,
-    added_rows,
-    offset,
-    fit_intercept,
-    loss,
-    points,
-    grams,
-    done,
-):
+def update_grams_in_place(X, sample_weight, changed, loss, points, grams, done):
     """:func:`update_grams` into ``grams`` itself: only the matrices of changed
     batches are touched (no copy, no new memory). ``done[0]`` is set by this
     function when it has finished, so a caller interrupted right after the call
     still knows that the matrices have changed. All memory it needs is allocated
     before the first matrix changes: it cannot stop half-way."""
-    workspace = _change_workspace(removed_ptr, added_ptr, grams.shape[1])
+    workspace = _change_workspace(changed, grams.shape[1])
     for t in range(grams.shape[0]):
-        _change_gram(
-            X, sample_weight, removed_ptr, removed_rows, added_ptr, added_rows,
-            offset, fit_intercept, loss, points, t, grams[t], workspace,
-        )  # fmt: skip
+        _change_gram(X, sample_weight, changed, loss, points, t, grams[t], workspace)
     done[0] = True
 
 
 @njit(cache=True)
-def _change_workspace(removed_ptr, added_ptr, n_columns):
+def _change_workspace(changed, n_columns):
     """:func:`gram_workspace` for the most rows one batch loses or gains."""
-    most = max(_most_rows(removed_ptr), _most_rows(added_ptr))
+    most = max(_most_rows(changed[0]), _most_rows(changed[2]))
     return gram_workspace(most, n_columns)
 
 
@@ -507,11 +479,9 @@ def _most_rows(ptr):
 
 
 @njit(cache=True, nogil=True)
-def _change_gram(
-    X, sample_weight, removed_ptr, removed_rows, added_ptr, added_rows, offset,
-    fit_intercept, loss, points, t, gram, workspace,
-):  # fmt: skip
+def _change_gram(X, sample_weight, changed, loss, points, t, gram, workspace):
     """Batch ``t``'s removed rows out of ``gram``, its added rows into it."""
+    removed_ptr, removed_rows, added_ptr, added_rows, offset, fit_intercept = changed
     removed = removed_rows[removed_ptr[t] : removed_ptr[t + 1]]
     added = added_rows[added_ptr[t] : added_ptr[t + 1]]
     point = points[t]

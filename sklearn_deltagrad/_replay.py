@@ -556,17 +556,13 @@ def _old_grams(
         new_rows,
         old_cache.weights,
     )
-    removed_ptr, removed_rows, added_ptr, added_rows, offset, fit_intercept = changed
+    removed_ptr, removed_rows, added_ptr, added_rows, *centring = changed
     # Undo the change: the old batches had the removed rows and not the added ones.
+    undone = (added_ptr, added_rows, removed_ptr, removed_rows, *centring)
     update_grams_in_place(
         X,
         sample_weight,
-        added_ptr,
-        added_rows,
-        removed_ptr,
-        removed_rows,
-        offset,
-        fit_intercept,
+        undone,
         model.loss,
         old_cache.weights,
         grams,
@@ -592,12 +588,7 @@ class GramUpdate:
 
     X: object
     sample_weight: np.ndarray
-    removed_ptr: np.ndarray
-    removed_rows: np.ndarray
-    added_ptr: np.ndarray
-    added_rows: np.ndarray
-    offset: np.ndarray
-    fit_intercept: bool
+    changed: tuple
     loss: int
     points: np.ndarray
     grams: np.ndarray
@@ -616,11 +607,7 @@ class GramUpdate:
         return cls(
             as_kernel_rows(X[positions]),
             sample_weight[positions],
-            removed_ptr,
-            local[:n_removed],
-            added_ptr,
-            local[n_removed:],
-            *centring,
+            (removed_ptr, local[:n_removed], added_ptr, local[n_removed:], *centring),
             loss,
             points,
             grams,
@@ -631,12 +618,7 @@ class GramUpdate:
         update_grams_in_place(
             self.X,
             self.sample_weight,
-            self.removed_ptr,
-            self.removed_rows,
-            self.added_ptr,
-            self.added_rows,
-            self.offset,
-            self.fit_intercept,
+            self.changed,
             self.loss,
             self.points,
             self.grams,
@@ -786,7 +768,7 @@ def apply_change(
             )
         else:
             update_grams(
-                X, sample_weight, *changed, model.loss, points, old_grams, cache.grams
+                X, sample_weight, changed, model.loss, points, old_grams, cache.grams
             )
     n_replayed = max(n_iterations - t_start, 0)
     mean_residual = residual_sum / n_checks if n_checks else 0.0

@@ -129,23 +129,23 @@ def test_update_grams_adds_and_removes_rows(in_place, loss, weights, layout):
     before = grams.copy()
     # Move rows 3, 5 and (zero weight when random) 2 out of batch 0, put row 20
     # into it; row 14 leaves batch 1.
-    change = (
+    changed = (
         np.array([0, 3, 4]),
         np.array([3, 5, 2, 14]),
         np.array([0, 1, 1]),
         np.array([20]),
         offset,
         True,
-        loss,
-        points,
     )
     source = before.copy()
     copied = np.full_like(before, np.nan)  # overwritten
-    update_grams(rows_in, sample_weight, *change, source, copied)
+    update_grams(rows_in, sample_weight, changed, loss, points, source, copied)
     np.testing.assert_array_equal(source, before)
     if in_place:
         done = np.zeros(1, dtype=np.bool_)
-        update_grams_in_place(rows_in, sample_weight, *change, grams, done)
+        update_grams_in_place(
+            rows_in, sample_weight, changed, loss, points, grams, done
+        )
         assert done[0]
         np.testing.assert_array_equal(grams, copied)
     else:

@@ -1068,16 +1068,9 @@ def test_skipped_iterations_are_not_reported_as_approximate(weights):
     set_learning_rate(schedule, X, model)
     before = old_cache(X, Y, sample_weight, model, schedule)
     ids = request_rows("remove")
-    cache, report, _ = apply_change(
-        X[ids],
-        Y[ids],
-        sample_weight[ids],
-        ids,
-        model,
-        change,
-        before,
-        "deltagrad",
-        ReplaySettings(0, 1, CURVATURE_CODES["lbfgs"], 4, 3),
+    settings = ReplaySettings(0, 1, CURVATURE_CODES["lbfgs"], 4, 3)
+    cache, report = apply_to_rows(
+        X, Y, sample_weight, ids, model, change, before, "deltagrad", settings
     )
     assert cache.exact.all()
     np.testing.assert_array_equal(cache.gradients[8], 0.0)  # skipped
