@@ -306,9 +306,11 @@ def subsampled_hessian_product(
             out,
         )
         out *= kept_weight / sample_weight_sum
-    hessian_vector_sum(
-        X, Y, sample_weight, removed, w, v, offset, loss, n_outputs, fit_intercept, out
-    )
+    if removed.shape[0] > 0:
+        hessian_vector_sum(
+            X, Y, sample_weight, removed, w, v, offset, loss, n_outputs,
+            fit_intercept, out,
+        )  # fmt: skip
     old_weight = kept_weight + weight_sum(sample_weight, removed)
     if old_weight > 0.0:
         out /= old_weight

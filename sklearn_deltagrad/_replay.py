@@ -195,10 +195,11 @@ def replay_iterations(
         added_t = added_rows[added_ptr[t] : added_ptr[t + 1]]
         b_old = old_batch_weights[t]
         b_new = new_batch_weights[t]
-        step_norm2 = 0.0
         for i in range(n_params):
             step[i] = w[i] - weights[t, i]
-            step_norm2 += step[i] * step[i]
+        # Only compared with thresholds: BLAS's sum, not a sequential one that
+        # waits on each addition (8 us a step at Reuters-21578's 8,316 parameters).
+        step_norm2 = np.dot(step, step)
         # Most batches lose or gain no row: skip the O(d) work of an empty sum
         # (the sums are zeroed only where they are read).
         has_removed = removed_t.shape[0] > 0
@@ -444,23 +445,42 @@ def _approximate_step(
     the new batch's loss-only sum (original, minus removed, plus added rows), then
     as :func:`_record_and_step`.
     """
-    for i in range(w.shape[0]):
+    # Penalized and unpenalized (intercept) parameters in loops of their own, so
+    # that neither tests the index (the compiler vectorises them).
+    for i in range(n_penalized):
         wi = w[i]
         value = estimate[i] + cached_gradient[i]
-        if i < n_penalized:
-            value += alpha * w_old[i]
-            value += -alpha * wi
-        total = b_old * value
-        if has_removed:
-            total -= removed_sum[i]
-        if has_added:
-            total += added_sum[i]
-        gradient = total / b_new
+        value += alpha * w_old[i]
+        value += -alpha * wi
+        gradient = _changed_batch_gradient(
+            value, removed_sum[i], added_sum[i], has_removed, has_added, b_old, b_new
+        )
         w_row[i] = wi
         g_row[i] = gradient
-        if i < n_penalized:
-            gradient += alpha * wi
+        gradient += alpha * wi
         w[i] = wi - learning_rate * gradient
+    for i in range(n_penalized, w.shape[0]):
+        wi = w[i]
+        gradient = _changed_batch_gradient(
+            estimate[i] + cached_gradient[i], removed_sum[i], added_sum[i],
+            has_removed, has_added, b_old, b_new,
+        )  # fmt: skip
+        w_row[i] = wi
+        g_row[i] = gradient
+        w[i] = wi - learning_rate * gradient
+
+
+@njit(cache=True, inline="always")
+def _changed_batch_gradient(
+    value, removed, added, has_removed, has_added, b_old, b_new
+):
+    """The new batch's mean loss gradient from the original batch's ``value``."""
+    total = b_old * value
+    if has_removed:
+        total -= removed
+    if has_added:
+        total += added
+    return total / b_new
 
 
 @njit(cache=True)
