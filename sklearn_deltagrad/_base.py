@@ -97,6 +97,7 @@ class _BaseDeltaGrad(BaseEstimator):
         "max_cache_bytes": [Interval(Integral, 1, None, closed="left"), None],
         "device": [StrOptions({"cpu", "cuda", "auto"})],
         "storage_dir": [str, os.PathLike, None],
+        "copy_cache": ["boolean"],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
     }
@@ -120,6 +121,7 @@ class _BaseDeltaGrad(BaseEstimator):
         max_cache_bytes=DEFAULT_MAX_CACHE_BYTES,
         device="cpu",
         storage_dir=None,
+        copy_cache=True,
         random_state=None,
         verbose=0,
     ):
@@ -139,6 +141,7 @@ class _BaseDeltaGrad(BaseEstimator):
         self.max_cache_bytes = max_cache_bytes
         self.device = device
         self.storage_dir = storage_dir
+        self.copy_cache = copy_cache
         self.random_state = random_state
         self.verbose = verbose
 
@@ -431,7 +434,10 @@ class _BaseDeltaGrad(BaseEstimator):
         """Update the model for ``change`` and commit; nothing changes on failure.
 
         ``rows`` hold every row the old or new schedule mentions; ``new_rows`` are
-        the rows after the request (or a :class:`PendingRemoval` of them).
+        the rows after the request (or a :class:`PendingRemoval` of them). With
+        ``copy_cache=False`` the new trajectory overwrites the old one, so a
+        failure after the first write cannot be undone: the request is then
+        finished with the exact method before the exception propagates.
         """
         n_before = self._rows.ids.shape[0]
         max_row_norm = self._max_row_norm
@@ -452,10 +458,16 @@ class _BaseDeltaGrad(BaseEstimator):
 
         # Where the Grams are the estimator's own memory, the commit updates them
         # in place rather than a request copying them (never in a mapped file).
-        grams = self._cache.grams
-        defer_grams = self.storage_dir is None and (
-            grams is None or (grams.flags.writeable and not maps_a_file(grams))
-        )
+        old_cache = self._cache
+        defer_grams = self.storage_dir is None and _own_memory(old_cache.grams)
+        # With copy_cache=False, set by apply_change just before it overwrites the
+        # old trajectory (the estimator's own memory only, never a mapped file).
+        written = None
+        if not (self.copy_cache or self.storage_dir is not None) and all(
+            _own_memory(array)
+            for array in (old_cache.grams, old_cache.weights, old_cache.gradients)
+        ):
+            written = np.zeros(1, dtype=np.bool_)
 
         def update(how):
             return apply_change(
@@ -465,57 +477,82 @@ class _BaseDeltaGrad(BaseEstimator):
                 rows.ids,
                 self._model,
                 change,
-                self._cache,
+                old_cache,
                 how,
                 settings,
                 device,
                 max_row_norm,
                 defer_grams,
+                written,
             )
 
-        cache, report, gram_update = update(used)
-        drift = 0.0
-        if used == "deltagrad":
-            scale = max(float(np.linalg.norm(cache.final)), np.finfo(float).tiny)
-            drift = report.drift / scale
-            if (
-                self.max_drift is not None
-                and _hypot(self.drift_, drift) > self.max_drift
-            ):
-                used, fallback, drift = "exact", "max_drift", 0.0
-                cache, report, gram_update = update(used)
-        drift_total = _hypot(self.drift_, drift) if used == "deltagrad" else 0.0
-        report = dataclasses.replace(
-            report,
-            n_removed=int(n_removed),
-            n_added=int(n_added),
-            n_samples=int(sample_ids.shape[0]),
-            drift=float(drift),
-            drift_total=float(drift_total),
-            requested_method=method,
-            fallback=fallback,
-        )
-        coef, intercept = self._model.split(cache.final)
-        log = [*self.update_log_, report]
-        if self.verbose:
-            reason = f" (fallback: {fallback})" if fallback else ""
-            print(
-                f"{type(self).__name__}: {report.method}{reason} update from "
-                f"iteration {report.first_iteration}: {report.n_exact_iterations} "
-                f"exact, {report.n_approximate_iterations} approximate iterations, "
-                f"{report.seconds:.4f} s, drift {drift_total:.3g}"
+        def finish(cache, report, gram_update, used, fallback, drift):
+            drift_total = _hypot(self.drift_, drift) if used == "deltagrad" else 0.0
+            report = dataclasses.replace(
+                report,
+                n_removed=int(n_removed),
+                n_added=int(n_added),
+                n_samples=int(sample_ids.shape[0]),
+                drift=float(drift),
+                drift_total=float(drift_total),
+                requested_method=method,
+                fallback=fallback,
             )
-        self._commit(
-            new_rows,
-            sample_ids,
-            change.schedule,
-            cache,
-            coef,
-            intercept,
-            (report, log, drift_total),
-            max_row_norm,
-            gram_update,
-        )
+            coef, intercept = self._model.split(cache.final)
+            log = [*self.update_log_, report]
+            if self.verbose:
+                reason = f" (fallback: {fallback})" if fallback else ""
+                print(
+                    f"{type(self).__name__}: {report.method}{reason} update from "
+                    f"iteration {report.first_iteration}: "
+                    f"{report.n_exact_iterations} exact, "
+                    f"{report.n_approximate_iterations} approximate iterations, "
+                    f"{report.seconds:.4f} s, drift {drift_total:.3g}"
+                )
+            self._commit(
+                new_rows,
+                sample_ids,
+                change.schedule,
+                cache,
+                coef,
+                intercept,
+                (report, log, drift_total),
+                max_row_norm,
+                gram_update,
+            )
+
+        try:
+            cache, report, gram_update = update(used)
+            drift = 0.0
+            if used == "deltagrad":
+                scale = max(float(np.linalg.norm(cache.final)), np.finfo(float).tiny)
+                drift = report.drift / scale
+                if (
+                    self.max_drift is not None
+                    and _hypot(self.drift_, drift) > self.max_drift
+                ):
+                    used, fallback, drift = "exact", "max_drift", 0.0
+                    cache, report, gram_update = update(used)
+            finish(cache, report, gram_update, used, fallback, drift)
+        except BaseException:
+            # Committed (a done Gram update counts), or nothing overwritten yet:
+            # the state is the new or the old one.
+            if self._cache is not old_cache or written is None or not written[0]:
+                raise
+            try:
+                cache, report, gram_update = update("exact")
+                finish(cache, report, gram_update, "exact", "interrupted", 0.0)
+            except BaseException:
+                if self._cache is old_cache:
+                    self._forget_fit()
+                raise
+            raise
+
+    def _forget_fit(self):
+        """Drop the fitted state (its trajectory is half rewritten): unfitted."""
+        params = self.get_params(deep=False)
+        self.__dict__.clear()
+        self.__dict__.update(params)
 
     def _curvature_code(self, model, n_iterations):
         return resolve_curvature(
@@ -707,6 +744,12 @@ class _BaseDeltaGrad(BaseEstimator):
             + schedule.batch_ids.nbytes
             + schedule.learning_rates.nbytes
         )
+
+
+def _own_memory(array):
+    """Whether ``array`` (or ``None``) may be written in place: neither read-only
+    nor mapped from a file."""
+    return array is None or (array.flags.writeable and not maps_a_file(array))
 
 
 class _restored_on_error:

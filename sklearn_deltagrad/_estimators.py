@@ -145,6 +145,18 @@ class DeltaGradLogisticRegression(ClassifierMixin, _BaseDeltaGrad):
         rewrites the whole state (about the size of a pickle). Give each
         estimator (and each clone) its own folder. ``None`` keeps the state in
         memory.
+    copy_cache : bool, default=True
+        Whether a request writes the new trajectory (the cache's iterates and
+        gradients) into new memory, so that a request that fails or is
+        interrupted leaves the estimator as it was. ``False`` overwrites the
+        cached trajectory instead: a request's peak memory is one cache lower
+        (on Reuters-21578, about the rows plus the cache instead of the rows
+        plus two caches), but a request interrupted once its replay has begun
+        cannot be undone, so it is finished with ``method="exact"`` (logged
+        with ``fallback="interrupted"``) before the exception propagates (if
+        that fails too, the estimator is left unfitted). Ignored with
+        ``storage_dir`` and for read-only or memory-mapped state, which are
+        never written in place.
     random_state : int, RandomState instance or None, default=None
         Seeds the schedule (batch order) and the placement of added rows.
     verbose : int, default=0
@@ -248,6 +260,7 @@ class DeltaGradLogisticRegression(ClassifierMixin, _BaseDeltaGrad):
         max_cache_bytes=DEFAULT_MAX_CACHE_BYTES,
         device="cpu",
         storage_dir=None,
+        copy_cache=True,
         random_state=None,
         verbose=0,
     ):
@@ -268,6 +281,7 @@ class DeltaGradLogisticRegression(ClassifierMixin, _BaseDeltaGrad):
             max_cache_bytes=max_cache_bytes,
             device=device,
             storage_dir=storage_dir,
+            copy_cache=copy_cache,
             random_state=random_state,
             verbose=verbose,
         )
@@ -583,6 +597,18 @@ class DeltaGradRidge(RegressorMixin, _BaseDeltaGrad):
         rewrites the whole state (about the size of a pickle). Give each
         estimator (and each clone) its own folder. ``None`` keeps the state in
         memory.
+    copy_cache : bool, default=True
+        Whether a request writes the new trajectory (the cache's iterates and
+        gradients) into new memory, so that a request that fails or is
+        interrupted leaves the estimator as it was. ``False`` overwrites the
+        cached trajectory instead: a request's peak memory is one cache lower
+        (on Reuters-21578, about the rows plus the cache instead of the rows
+        plus two caches), but a request interrupted once its replay has begun
+        cannot be undone, so it is finished with ``method="exact"`` (logged
+        with ``fallback="interrupted"``) before the exception propagates (if
+        that fails too, the estimator is left unfitted). Ignored with
+        ``storage_dir`` and for read-only or memory-mapped state, which are
+        never written in place.
     random_state : int, RandomState instance or None, default=None
         Seeds the schedule and the placement of added rows.
     verbose : int, default=0

@@ -659,6 +659,7 @@ def apply_change(
     device="cpu",
     max_row_norm=None,
     defer_grams=False,
+    written=None,
 ):
     """The cache of the changed training set (a new one: ``cache`` is left as it
     is, so that a failed request changes nothing), the report, and the
@@ -681,6 +682,14 @@ def apply_change(
     :class:`GramUpdate` changes them in place when the caller applies it (at its
     commit: a9a's 49 MB of Grams are then neither copied nor faulted in, and only
     the changed batches' matrices are touched).
+
+    ``written``, a one-element bool array, asks for the new trajectory to be written
+    over the old one instead (``cache``'s iterates and gradients; the ``GRAM``
+    model then needs ``defer_grams``): the returned cache shares them, and
+    ``written[0]`` is set just before the first write. From then on ``cache`` no
+    longer describes the old training set: a caller that cannot finish the request
+    must redo it with ``method="exact"``, whose first iteration does not depend on
+    the overwritten rows.
     """
     start = time.perf_counter()
     rows_X = X
@@ -699,9 +708,14 @@ def apply_change(
     # switch back builds them anew, at the iterates of that time). They are not
     # copied here: _old_grams makes room for them (or shares them), update_grams
     # fills it (or the GramUpdate changes them).
-    cache = cache.successor(
-        t_start if method == "deltagrad" else n_iterations, keep_grams=False
-    )
+    if written is None:
+        cache = cache.successor(
+            t_start if method == "deltagrad" else n_iterations, keep_grams=False
+        )
+    else:
+        if settings.curvature == GRAM and not defer_grams:
+            raise ValueError("An in-place request must defer the Gram update.")
+        cache = cache.sharing_trajectory()
     removed_rows = lookup[change.removed_ids]
     added_rows = lookup[change.added_ids]
     changed = (
@@ -723,6 +737,8 @@ def apply_change(
         inexact = np.flatnonzero(~cache.exact)
         if inexact.size:
             t_start = min(t_start, int(inexact[0]))
+    if written is not None and t_start < n_iterations:
+        written[0] = True
     if t_start >= n_iterations:
         n_exact = 0
     elif method == "exact":

@@ -105,8 +105,9 @@ class TrainingRows:
 class PendingRemoval:
     """A removal of rows from a :class:`TrainingRows`, ready to apply and undo.
 
-    Moving the kept rows over the removed ones avoids allocating a copy of ``X``
-    per request; the freed tail is zeroed, so no removed row stays in memory.
+    Moving the kept rows over the removed ones (for CSR rows, their entries, with
+    ``indptr`` rewritten) avoids allocating a copy of ``X`` per request; the freed
+    tail is zeroed, so no removed row stays in memory.
     Read-only, non-contiguous or memory-mapped storage is copied instead, in the
     constructor, so that :meth:`apply` cannot fail half-way and never writes into
     a mapped file (even one mapped writeable, ``mmap_mode="r+"``). The removed rows
@@ -119,15 +120,27 @@ class PendingRemoval:
         self.rows = rows
         self.positions = np.ascontiguousarray(positions, dtype=np.int64)
         arrays = (rows.X, rows.Y, rows.ids, rows.weights)
-        self.in_place = not sp.issparse(rows.X) and all(
+        sparse = sp.issparse(rows.X)
+        storage = (
+            (rows.X.data, rows.X.indices, rows.X.indptr, *arrays[1:])
+            if sparse
+            else arrays
+        )
+        self.in_place = all(
             a.flags.writeable and a.flags.c_contiguous and not maps_a_file(a)
-            for a in arrays
+            for a in storage
         )
         # Set by the compiled compaction itself, so that it always tells whether the
         # rows were moved, even when an interrupt arrives right after the call.
         self.compacted = np.zeros(1, dtype=np.bool_)
         if self.in_place:
-            self.removed = tuple(a[self.positions] for a in arrays)
+            removed_X = rows.X[self.positions]
+            if sparse:
+                # The removed rows' entries, and every row's old extent (the undo
+                # moves the kept rows back to it).
+                removed_X = (removed_X.data, removed_X.indices, removed_X.indptr)
+                self.old_indptr = rows.X.indptr.copy()
+            self.removed = (removed_X, *(a[self.positions] for a in arrays[1:]))
             self.result = None
         else:
             self.removed = None
@@ -141,11 +154,25 @@ class PendingRemoval:
         if not self.in_place:
             return self.result
         rows = self.rows
-        n_kept = _compact(
-            rows.X, rows.Y, rows.ids, rows.weights, self.positions, self.compacted
-        )
+        if sp.issparse(rows.X):
+            X = rows.X
+            n_kept, n_entries = _compact_csr(
+                X.data, X.indices, X.indptr, rows.Y, rows.ids, rows.weights,
+                self.positions, self.compacted,
+            )  # fmt: skip
+            # Views of the compacted arrays (same index dtype: scipy copies none).
+            X = sp.csr_matrix(
+                (X.data[:n_entries], X.indices[:n_entries], X.indptr[: n_kept + 1]),
+                shape=(n_kept, X.shape[1]),
+                copy=False,
+            )
+        else:
+            n_kept = _compact(
+                rows.X, rows.Y, rows.ids, rows.weights, self.positions, self.compacted
+            )
+            X = rows.X[:n_kept]
         return TrainingRows(
-            rows.X[:n_kept],
+            X,
             rows.Y[:n_kept],
             rows.ids[:n_kept],
             rows.next_id,
@@ -154,7 +181,15 @@ class PendingRemoval:
 
     def undo(self):
         """Put the removed rows back (after :meth:`apply`), in their old places."""
-        if self.in_place:
+        if self.in_place and sp.issparse(self.rows.X):
+            rows = self.rows
+            X = rows.X
+            _uncompact_csr(
+                X.data, X.indices, X.indptr, rows.Y, rows.ids, rows.weights,
+                self.positions, self.old_indptr, *self.removed[0],
+                *self.removed[1:], self.compacted,
+            )  # fmt: skip
+        elif self.in_place:
             rows = self.rows
             _uncompact(
                 rows.X,
@@ -232,6 +267,99 @@ def _uncompact(
         ids[write] = ids[read]
         weights[write] = weights[read]
         read -= 1
+    compacted[0] = False
+
+
+@njit(cache=True)
+def _compact_csr(data, indices, indptr, Y, ids, weights, removed_positions, compacted):
+    """:func:`_compact` for CSR rows: the kept rows' entries move to the front of
+    ``data``/``indices`` and ``indptr`` is rewritten, in one forward pass (a write
+    never overtakes a read). Returns ``(rows kept, entries kept)``; the freed
+    entries are zeroed."""
+    n = indptr.shape[0] - 1
+    n_kept = n - removed_positions.shape[0]
+    if compacted[0]:
+        return n_kept, indptr[n_kept]
+    first = removed_positions[0]
+    write_row = first
+    write_entry = indptr[first]
+    read_lo = indptr[first]
+    skip = 0
+    for read in range(first, n):
+        # indptr[read + 1] is read before any write reaches it (writes stay at or
+        # below ``read`` once the first removed row has been skipped).
+        read_hi = indptr[read + 1]
+        if skip < removed_positions.shape[0] and read == removed_positions[skip]:
+            skip += 1
+        else:
+            for e in range(read_lo, read_hi):
+                data[write_entry] = data[e]
+                indices[write_entry] = indices[e]
+                write_entry += 1
+            Y[write_row] = Y[read]
+            ids[write_row] = ids[read]
+            weights[write_row] = weights[read]
+            write_row += 1
+            indptr[write_row] = write_entry
+        read_lo = read_hi
+    data[write_entry:] = 0.0
+    indices[write_entry:] = 0
+    indptr[write_row + 1 :] = write_entry
+    Y[write_row:] = 0.0
+    weights[write_row:] = 0.0
+    compacted[0] = True
+    return write_row, write_entry
+
+
+@njit(cache=True)
+def _uncompact_csr(
+    data,
+    indices,
+    indptr,
+    Y,
+    ids,
+    weights,
+    removed_positions,
+    old_indptr,
+    removed_data,
+    removed_indices,
+    removed_indptr,
+    removed_Y,
+    removed_ids,
+    removed_weights,
+    compacted,
+):
+    """Undo :func:`_compact_csr` (if ``compacted[0]``): back to front, every kept row
+    returns to its old extent (``old_indptr``) and the removed rows are put back;
+    clears ``compacted[0]``."""
+    if not compacted[0]:
+        return
+    n = old_indptr.shape[0] - 1
+    n_removed = removed_positions.shape[0]
+    read = n - n_removed - 1
+    skip = n_removed - 1
+    for write in range(n - 1, removed_positions[0] - 1, -1):
+        lo = old_indptr[write]
+        if skip >= 0 and write == removed_positions[skip]:
+            source = removed_indptr[skip]
+            for e in range(old_indptr[write + 1] - lo):
+                data[lo + e] = removed_data[source + e]
+                indices[lo + e] = removed_indices[source + e]
+            Y[write] = removed_Y[skip]
+            ids[write] = removed_ids[skip]
+            weights[write] = removed_weights[skip]
+            skip -= 1
+            continue
+        # Back to front: the old extent never starts before the compacted one.
+        source = indptr[read]
+        for e in range(old_indptr[write + 1] - lo - 1, -1, -1):
+            data[lo + e] = data[source + e]
+            indices[lo + e] = indices[source + e]
+        Y[write] = Y[read]
+        ids[write] = ids[read]
+        weights[write] = weights[read]
+        read -= 1
+    indptr[:] = old_indptr
     compacted[0] = False
 
 

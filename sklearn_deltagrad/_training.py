@@ -132,6 +132,14 @@ class TrainingCache:
             ),
         )
 
+    def sharing_trajectory(self):
+        """A new cache with this one's iterates and gradients (not copied: an
+        in-place request rewrites them), copies of the flags and the final
+        parameters, and no Grams (a request sets them)."""
+        return TrainingCache(
+            self.weights, self.gradients, self.exact.copy(), self.final.copy()
+        )
+
     @property
     def nbytes(self):
         return (

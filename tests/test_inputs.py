@@ -16,6 +16,7 @@ from sklearn.datasets import make_classification, make_regression
 from sklearn.utils.class_weight import compute_class_weight
 
 from sklearn_deltagrad import DeltaGradLogisticRegression, DeltaGradRidge
+from sklearn_deltagrad._rows import TrainingRows
 
 from .test_bad_input import call_and_check
 
@@ -141,18 +142,20 @@ def test_sparse_input_is_never_densified():
     assert peak < 0.01 * X.shape[0] * X.shape[1] * 8
 
 
-def test_reuters_memory_stays_within_the_rows_and_the_cache(load_dataset):
+@pytest.mark.parametrize("copy_cache", [True, False])
+def test_reuters_memory_stays_within_the_rows_and_the_cache(load_dataset, copy_cache):
     """Reuters-21578 (7,770 x 8,315 sparse TF-IDF): ``fit`` peaks below twice the
-    CSR rows plus the cache; a request adds the copy of the cache and rows that it
-    builds aside (all or nothing) and the L-BFGS pairs."""
+    CSR rows plus the cache. A request that writes its trajectory in place
+    (``copy_cache=False``) too; the default one adds the new cache that it builds
+    aside (all or nothing) and the L-BFGS pairs."""
     X, _, y, _ = load_dataset("reuters")
     assert sp.issparse(X)
     sparse_bytes = X.data.nbytes + X.indices.nbytes + X.indptr.nbytes
     # Load (or compile) the kernels first: Numba's own allocations are not the
     # estimator's, and would count only when this test runs first in its process.
-    warm = DeltaGradLogisticRegression(random_state=0).fit(X[:600], y[:600])
-    warm.partial_unfit(indices=[0, 1])
-    est = DeltaGradLogisticRegression(random_state=0)
+    warm = DeltaGradLogisticRegression(random_state=0, copy_cache=copy_cache)
+    warm.fit(X[:600], y[:600]).partial_unfit(indices=[0, 1])
+    est = DeltaGradLogisticRegression(random_state=0, copy_cache=copy_cache)
     tracemalloc.start()
     try:
         est.fit(X, y)
@@ -168,8 +171,43 @@ def test_reuters_memory_stays_within_the_rows_and_the_cache(load_dataset):
         f"(fit) and {request_peak} B (request)"
     )
     assert fit_peak <= 2 * sparse_bytes + cache
-    lbfgs_bytes = 2 * est._replay_settings().lbfgs_memory * est._model.n_params * 8
-    assert request_peak <= 2 * (sparse_bytes + cache) + lbfgs_bytes + 2**22
+    if copy_cache:
+        lbfgs_bytes = 2 * est._replay_settings().lbfgs_memory * est._model.n_params
+        assert request_peak <= sparse_bytes + 2 * cache + 8 * lbfgs_bytes + 2**22
+    else:
+        assert request_peak <= 2 * sparse_bytes + cache
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_sparse_rows_are_compacted_in_place_and_restored(dtype):
+    """A removal moves the kept CSR entries over the removed rows (no copy of ``X``)
+    and zeroes the freed ones; its undo restores every array bitwise."""
+    rng = np.random.default_rng(0)
+    for trial in range(60):
+        n, p = rng.integers(2, 40), rng.integers(1, 10)
+        X = sp.random(n, p, density=rng.uniform(0, 0.8), format="csr", rng=rng)
+        X = X.astype(dtype)
+        rows = TrainingRows.from_fit(X.copy(), rng.normal(size=(n, 1)), rng.random(n))
+        arrays = (rows.X.data, rows.X.indices, rows.X.indptr, rows.Y, rows.weights)
+        before = [a.copy() for a in arrays]
+        removed = np.sort(rng.choice(n, rng.integers(1, n), replace=False))
+        kept = np.setdiff1d(np.arange(n), removed)
+        pending = rows.removal(removed)
+        assert pending.in_place
+        compacted = pending.apply()
+        assert compacted.X.dtype == dtype and compacted.X.shape == (kept.size, p)
+        assert (compacted.X != X[kept]).nnz == 0
+        np.testing.assert_array_equal(compacted.ids, kept)
+        np.testing.assert_array_equal(compacted.Y, before[3][kept])
+        assert not rows.X.data[compacted.X.nnz :].any()
+        if 2 * compacted.X.nnz > X.nnz:  # scipy copies views of under half
+            assert np.shares_memory(compacted.X.data, rows.X.data)
+        if trial % 2:
+            pending.apply()  # a second call changes nothing
+            pending.undo()
+            for array, old in zip(arrays, before, strict=True):
+                np.testing.assert_array_equal(array, old)
+            np.testing.assert_array_equal(rows.ids, np.arange(n))
 
 
 def test_sparse_rows_are_matched_by_value_with_explicit_zeros_and_order():

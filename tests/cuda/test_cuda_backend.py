@@ -199,6 +199,25 @@ def test_cuda_matches_cpu_through_a_sequence_of_requests(kind, curvature, layout
         assert rel_err(a, b) < TOL, f"step {step}"
 
 
+@pytest.mark.parametrize(
+    "kind, curvature, layout",
+    [("binary", "gram", "csr"), ("multiclass", "hessian", "dense64")],
+)
+def test_cuda_requests_in_place_equal_copying_ones(kind, curvature, layout):
+    """``copy_cache=False``: the replay's results overwrite the cached trajectory
+    (after the device has read it); the same models as requests that copy it."""
+    X, y = make_data(kind, layout=layout)
+    params = dict(curvature=curvature, lbfgs_memory=3, hessian_rows=8)
+    results = []
+    for copy_cache in (True, False):
+        est = make_estimator(kind, copy_cache=copy_cache, **params)
+        results.append(run_sequence(est, X, y, "cuda"))
+    (copied, copied_counts), (in_place, in_place_counts) = results
+    assert in_place_counts == copied_counts
+    for a, b in zip(in_place, copied, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize("layout", ["dense64", "csr"])
 def test_cuda_matches_cpu_with_and_without_the_secant_correction(layout):
     """The Hessian model's secant control variate (anchor kept on the GPU, weight
