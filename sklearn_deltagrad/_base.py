@@ -634,7 +634,8 @@ class _BaseDeltaGrad(BaseEstimator):
             raise ValueError(
                 f"Removing these {ids.size} rows would leave no training rows."
             )
-        kept = ~np.isin(self._rows.ids, ids)
+        kept = np.ones(self._rows.ids.shape[0], dtype=bool)
+        kept[self._rows.positions(ids)] = False  # live ids: a search, not isin
         if not (self._rows.weights[kept] > 0).any():
             raise ValueError(
                 "Removing these rows would leave only rows of zero sample_weight."

@@ -379,7 +379,7 @@ class DeltaGradLogisticRegression(ClassifierMixin, _BaseDeltaGrad):
         labels = self._rows.Y[:, 0].astype(np.int64)
         n_classes = self.classes_.size
         before = np.bincount(labels, minlength=n_classes)
-        removed = np.bincount(labels[np.isin(self._rows.ids, ids)], minlength=n_classes)
+        removed = np.bincount(labels[self._rows.positions(ids)], minlength=n_classes)
         emptied = np.flatnonzero((before > 0) & (before == removed))
         if emptied.size:
             raise ValueError(
