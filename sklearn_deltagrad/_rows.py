@@ -340,27 +340,37 @@ def _uncompact_csr(
     skip = n_removed - 1
     for write in range(n - 1, removed_positions[0] - 1, -1):
         lo = old_indptr[write]
+        n_entries = old_indptr[write + 1] - lo
         if skip >= 0 and write == removed_positions[skip]:
-            source = removed_indptr[skip]
-            for e in range(old_indptr[write + 1] - lo):
-                data[lo + e] = removed_data[source + e]
-                indices[lo + e] = removed_indices[source + e]
+            _copy_entries_back_to_front(
+                data, indices, lo, removed_data, removed_indices,
+                removed_indptr[skip], n_entries,
+            )  # fmt: skip
             Y[write] = removed_Y[skip]
             ids[write] = removed_ids[skip]
             weights[write] = removed_weights[skip]
             skip -= 1
             continue
-        # Back to front: the old extent never starts before the compacted one.
-        source = indptr[read]
-        for e in range(old_indptr[write + 1] - lo - 1, -1, -1):
-            data[lo + e] = data[source + e]
-            indices[lo + e] = indices[source + e]
+        # The old extent never starts before the compacted one.
+        _copy_entries_back_to_front(
+            data, indices, lo, data, indices, indptr[read], n_entries
+        )
         Y[write] = Y[read]
         ids[write] = ids[read]
         weights[write] = weights[read]
         read -= 1
     indptr[:] = old_indptr
     compacted[0] = False
+
+
+@njit(cache=True, inline="always")
+def _copy_entries_back_to_front(data, indices, start, from_data, from_indices, at, n):
+    """Entries ``at..at+n-1`` of ``from_data``/``from_indices`` to ``start..`` of
+    ``data``/``indices``, the last first (right for overlapping ranges with
+    ``start >= at``)."""
+    for e in range(n - 1, -1, -1):
+        data[start + e] = from_data[at + e]
+        indices[start + e] = from_indices[at + e]
 
 
 def maps_a_file(array):

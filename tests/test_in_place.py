@@ -32,7 +32,7 @@ from .test_bad_input import (
     fitted,
     snapshot,
 )
-from .test_reliability import _trace_interrupt
+from .test_reliability import Boom, _after, _raiser, _trace_interrupt
 
 KINDS = ["clf", "reg"]
 
@@ -137,10 +137,6 @@ def test_read_only_state_is_copied_even_without_copy_cache():
 
 
 # ------------------------------------------------------------------ interruptions
-class Boom(Exception):
-    pass
-
-
 def _once(wrapper):
     """``wrapper(original, error)``, applied to the first call only."""
 
@@ -160,18 +156,7 @@ def _once(wrapper):
 
 
 def _raise(original, error):
-    def raise_(*args, **kwargs):
-        raise error("injected failure")
-
-    return raise_
-
-
-def _run_then_raise(original, error):
-    def run_then_raise(*args, **kwargs):
-        original(*args, **kwargs)
-        raise error("injected failure after the call")
-
-    return run_then_raise
+    return _raiser(error)
 
 
 # (name, target, attribute, wrapper, whether the request is then rolled forward)
@@ -179,11 +164,11 @@ INJECTIONS = [
     ("remove_rows", base_module, "remove_rows", _raise, False),
     ("apply_change", base_module, "apply_change", _raise, False),
     ("before-replay", replay_module, "replay_iterations", _raise, True),
-    ("after-replay", replay_module, "replay_iterations", _run_then_raise, True),
-    ("after-exact-retrain", replay_module, "run_sgd", _run_then_raise, True),
+    ("after-replay", replay_module, "replay_iterations", _after, True),
+    ("after-exact-retrain", replay_module, "run_sgd", _after, True),
     ("report", replay_module, "drift_estimate", _raise, True),
     ("split", LinearModel, "split", _raise, True),
-    ("after-compaction", PendingRemoval, "apply", _run_then_raise, True),
+    ("after-compaction", PendingRemoval, "apply", _after, True),
     ("set-coefficients", None, "_set_coefficients", _raise, True),
 ]
 
@@ -234,7 +219,7 @@ def test_in_place_request_failing_again_leaves_the_estimator_unfitted(
     kind, monkeypatch
 ):
     est, X, y = _in_place(kind)
-    monkeypatch.setattr(LinearModel, "split", _raise(None, Boom))
+    monkeypatch.setattr(LinearModel, "split", _raiser(Boom))
     with pytest.raises(Boom):
         est.partial_unfit(indices=[3, 40])
     assert est.get_params()["copy_cache"] is False
