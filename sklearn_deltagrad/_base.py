@@ -40,7 +40,7 @@ from ._curvature import (
 )
 from ._exceptions import CacheTooLargeError, InconsistentDeltaGradVersionWarning
 from ._replay import ReplaySettings, apply_change
-from ._rows import PendingRemoval, TrainingRows, maps_a_file, nonzeros_per_row
+from ._rows import PendingRemoval, TrainingRows, nonzeros_per_row, writable_in_place
 from ._schedule import add_rows, make_schedule, remove_rows
 from ._storage import flush_folder, remove_stale_files, save_state
 from ._training import (
@@ -459,12 +459,12 @@ class _BaseDeltaGrad(BaseEstimator):
         # Where the Grams are the estimator's own memory, the commit updates them
         # in place rather than a request copying them (never in a mapped file).
         old_cache = self._cache
-        defer_grams = self.storage_dir is None and _own_memory(old_cache.grams)
+        defer_grams = self.storage_dir is None and writable_in_place(old_cache.grams)
         # With copy_cache=False, set by apply_change just before it overwrites the
         # old trajectory (the estimator's own memory only, never a mapped file).
         written = None
         if not (self.copy_cache or self.storage_dir is not None) and all(
-            _own_memory(array)
+            writable_in_place(array)
             for array in (old_cache.grams, old_cache.weights, old_cache.gradients)
         ):
             written = np.zeros(1, dtype=np.bool_)
@@ -745,12 +745,6 @@ class _BaseDeltaGrad(BaseEstimator):
             + schedule.batch_ids.nbytes
             + schedule.learning_rates.nbytes
         )
-
-
-def _own_memory(array):
-    """Whether ``array`` (or ``None``) may be written in place: neither read-only
-    nor mapped from a file."""
-    return array is None or (array.flags.writeable and not maps_a_file(array))
 
 
 class _restored_on_error:

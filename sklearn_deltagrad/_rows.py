@@ -127,8 +127,7 @@ class PendingRemoval:
             else arrays
         )
         self.in_place = all(
-            a.flags.writeable and a.flags.c_contiguous and not maps_a_file(a)
-            for a in storage
+            writable_in_place(a) and a.flags.c_contiguous for a in storage
         )
         # Set by the compiled compaction itself, so that it always tells whether the
         # rows were moved, even when an interrupt arrives right after the call.
@@ -371,6 +370,12 @@ def _copy_entries_back_to_front(data, indices, start, from_data, from_indices, a
     for e in range(n - 1, -1, -1):
         data[start + e] = from_data[at + e]
         indices[start + e] = from_indices[at + e]
+
+
+def writable_in_place(array):
+    """Whether ``array`` (or ``None``) may be written in place: the estimator's
+    own memory, neither read-only nor mapped from a file."""
+    return array is None or (array.flags.writeable and not maps_a_file(array))
 
 
 def maps_a_file(array):
