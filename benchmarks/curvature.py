@@ -5,6 +5,7 @@ Run from the repository root::
     python -m benchmarks.curvature                 # full run (about 25 minutes)
     python -m benchmarks.curvature --quick         # covtype only, 2 changes
     python -m benchmarks.curvature --datasets a9a --out /tmp/curvature
+    python -m benchmarks.curvature --part online   # sequential deletions only
 
 For covtype (7 classes) and a9a with mini-batches of 1,024 and 16,384 rows, and for
 MNIST t10k with full-batch gradient descent (``batch_size=None``, 150 iterations, so
@@ -27,6 +28,12 @@ compile excluded by a warm-up request) and its share of the ceiling ``T / (j0 + 
 ``max_change_share=None``). Markdown to stdout, ``curvature.csv`` and
 ``curvature.png`` (ratio against share, one curve per model family) to ``--out``
 (default ``benchmarks/results/``).
+
+``--part online`` (or ``all``, the default) also serves, for every case, 100
+sequential single-row deletions (``--online``) with the estimator's default
+curvature model (``"auto"``) and fallbacks off, and compares the final model with
+one exact retrain without all those rows: the fidelity ratio at the end and the
+time of the first, median and last request (``curvature_online.csv``).
 """
 
 import argparse
@@ -40,9 +47,19 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from sklearn_deltagrad import DeltaGradLogisticRegression
+from sklearn_deltagrad._curvature import CURVATURE_CODES
 
 from .datasets import DATA_ENV, data_dir, load
-from .unlearning import Dataset, best_of, ceilings, distance, draw_rows, log
+from .unlearning import (
+    Dataset,
+    best_of,
+    ceilings,
+    distance,
+    draw_rows,
+    log,
+    markdown_table,
+    run_online,
+)
 
 BURN_IN = 10
 EXACT_PERIOD = 10
@@ -86,6 +103,73 @@ def run_case(data, batch_size, max_iter, changes, models, rows_out):
         run_change(data, batch_size, max_iter, kind, rate, models, rows_out)
 
 
+def fit_case(data, batch_size, max_iter, rows=None):
+    """The case's estimator (defaults otherwise, fallbacks off) fitted on ``rows``
+    of the training set (all by default)."""
+    X, y = data.X_train, data.y_train
+    rows = np.arange(X.shape[0]) if rows is None else rows
+    return DeltaGradLogisticRegression(
+        batch_size=batch_size,
+        max_iter=max_iter,
+        burn_in=BURN_IN,
+        exact_period=EXACT_PERIOD,
+        max_change_share=None,
+        max_drift=None,
+        random_state=0,
+    ).fit(X[rows], y[rows])
+
+
+def curvature_name(fitted):
+    """The curvature model that ``curvature="auto"`` chose for ``fitted``."""
+    settings = fitted._replay_settings()
+    name = {code: key for key, code in CURVATURE_CODES.items()}[settings.curvature]
+    if name == "hessian":
+        name += f" {settings.hessian_rows}"
+    elif name == "lbfgs":
+        name += f" m={settings.lbfgs_memory}"
+    return name
+
+
+def run_online_case(data, batch_size, max_iter, n_requests, rows_out):
+    """``n_requests`` sequential single-row deletions under the default curvature
+    model, against one exact retrain without all of those rows."""
+    fitted = fit_case(data, batch_size, max_iter)
+    warm_up = copy.deepcopy(fitted).partial_unfit(indices=[0])  # compile first
+    summary, seconds = run_online(data, fitted, n_requests)
+    batch_label = "full" if batch_size is None else str(batch_size)
+    report = warm_up.last_update_
+    row = {
+        "data set": data.name,
+        "batch": batch_label,
+        "curvature": curvature_name(fitted),
+        **{k: v for k, v in summary.items() if k != "dataset"},
+        "max / median s": max(seconds) / summary["median_s"],
+        "iterations": report.first_iteration + report.n_exact_iterations,
+    }
+    rows_out.append(row)
+    log(
+        f"{data.name} batch {batch_label} online: ratio {row['fidelity_ratio']:.4f}, "
+        f"median {row['median_s']:.3f} s against {row['exact_all_rows_s']:.2f} s"
+    )
+
+
+def online_markdown(rows):
+    headers = [
+        "data set", "batch", "curvature", "requests", "first s", "median s",
+        "last s", "max / median", "exact retrain (all rows) s", "ratio", "agree",
+    ]  # fmt: skip
+    body = [
+        [
+            r["data set"], r["batch"], r["curvature"], r["requests"],
+            f"{r['first_s']:.3f}", f"{r['median_s']:.3f}", f"{r['last_s']:.3f}",
+            f"{r['max / median s']:.2f}", f"{r['exact_all_rows_s']:.2f}",
+            f"{r['fidelity_ratio']:.4f}", f"{100 * r['agreement']:.2f}%",
+        ]
+        for r in rows
+    ]  # fmt: skip
+    return markdown_table(headers, body)
+
+
 def run_change(data, batch_size, max_iter, kind, rate, models, rows_out):
     """Fit once (for an addition without the held-out rows), then time the exact
     retrain and each model on deep copies of the fitted estimator."""
@@ -94,14 +178,7 @@ def run_change(data, batch_size, max_iter, kind, rate, models, rows_out):
     batch_label = "full" if batch_size is None else str(batch_size)
     rows = draw_rows(n, rate)
     kept = np.setdiff1d(np.arange(n), rows) if kind == "addition" else np.arange(n)
-    fitted = DeltaGradLogisticRegression(
-        batch_size=batch_size,
-        max_iter=max_iter,
-        burn_in=BURN_IN,
-        exact_period=EXACT_PERIOD,
-        max_change_share=None,
-        random_state=0,
-    ).fit(X[kept], y[kept])
+    fitted = fit_case(data, batch_size, max_iter, kept)
 
     def serve(model, method):
         if kind == "deletion":
@@ -230,6 +307,15 @@ def main(argv=None):
     parser.add_argument("--data-dir")
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--part",
+        choices=["all", "models", "online"],
+        default="all",
+        help="the curvature models' comparison, the sequential deletions, or both",
+    )
+    parser.add_argument(
+        "--online", type=int, default=100, help="sequential single-row deletions"
+    )
     args = parser.parse_args(argv)
     root = data_dir(args.data_dir)
     if root is None:
@@ -241,26 +327,39 @@ def main(argv=None):
         changes = CHANGES[:1]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    rows = []
+    rows, online_rows = [], []
     start = time.perf_counter()
     with threadpool_limits(args.threads or None):
         loaded = {}
         for name, batch_size, max_iter in cases:
             if name not in loaded:
                 loaded[name] = Dataset(name, *load(name, root))
-            binary = np.unique(loaded[name].y_train).size == 2
-            models = curvature_models(args.quick, binary)
-            run_case(loaded[name], batch_size, max_iter, changes, models, rows)
-    print("Fidelity ratio (share of the ceiling):\n")
-    print(summary_markdown(rows))
-    print("\nAll measurements:\n")
-    print(markdown(rows))
-    with open(out / "curvature.csv", "w", newline="") as f:
+            data = loaded[name]
+            if args.part != "online":
+                binary = np.unique(data.y_train).size == 2
+                models = curvature_models(args.quick, binary)
+                run_case(data, batch_size, max_iter, changes, models, rows)
+            if args.part != "models" and args.online > 0:
+                run_online_case(data, batch_size, max_iter, args.online, online_rows)
+    if rows:
+        print("Fidelity ratio (share of the ceiling):\n")
+        print(summary_markdown(rows))
+        print("\nAll measurements:\n")
+        print(markdown(rows))
+        write_csv(rows, out / "curvature.csv")
+        plot(rows, out / "curvature.png")
+    if online_rows:
+        print(f"\n{args.online} sequential single-row deletions (defaults):\n")
+        print(online_markdown(online_rows))
+        write_csv(online_rows, out / "curvature_online.csv")
+    log(f"done in {(time.perf_counter() - start) / 60:.1f} min")
+
+
+def write_csv(rows, path):
+    with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    plot(rows, out / "curvature.png")
-    log(f"done in {(time.perf_counter() - start) / 60:.1f} min")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,9 @@ against the exact retrain without the removed rows:
   iteration up to the next exact one;
 - ``gram``: fresh rows plus a control variate: the batch's exact Gram matrix times
   the sample's mean curvature, with the sample's deviation from it added;
+- ``reference``: fresh rows plus a control variate: each sampled row's Hessian at a
+  fixed reference point (the fitted model) is subtracted, and the whole training
+  set's Hessian at that point (one ``d x d`` matrix, scaled to the batch) added;
 - ``importance``: rows drawn with probability proportional to their curvature at the
   cached iterate times their squared norm, weighted back to an unbiased sum;
 - ``period 5`` / ``period 20``: fresh rows with another fixed exact period (10 is the
@@ -76,10 +79,21 @@ class Problem:
             scale = scale * weights
         return a.T @ scale
 
-    def batch_product(self, sample, weights, kept, gone, point, gram, v):
+    def set_reference(self, w):
+        """The reference point of the ``reference`` variant, and the training set's
+        Hessian there."""
+        p = sigmoid(self.A @ w)
+        self.reference = w
+        self.reference_hessian = (self.A.T * (p * (1.0 - p))) @ self.A
+
+    def batch_product(self, sample, weights, kept, gone, point, variant, v):
         """The model's ``(H + alpha P) v`` of the old batch (``kept`` + ``gone``)
         at ``point``, the kept rows' part estimated from ``sample``."""
         out = self.hessian_product(sample, point, v, weights)
+        if variant == "reference":
+            out -= self.hessian_product(sample, self.reference, v, weights)
+            out += kept.size / self.n * (self.reference_hessian @ v)
+        gram = variant == "gram"
         if gram:
             a = self.A[sample]
             p = sigmoid(a @ point)
@@ -135,7 +149,7 @@ def replay(problem, removed, cache, rows, variant, period=10, budget=None):
             weights = np.full(sample.size, kept.size / sample.size)
 
         product = partial(
-            P.batch_product, sample, weights, kept, gone, midpoint, variant == "gram"
+            P.batch_product, sample, weights, kept, gone, midpoint, variant
         )
 
         c = min(1.0, max(0.0, cross / square)) if square > 0.0 else 0.0
@@ -202,6 +216,7 @@ def main(argv=None):
         problem = Problem(X, y)
         rows = ROWS[name]
         cache = problem.train(np.array([], dtype=np.int64))
+        problem.set_reference(cache[0])
         results = {}
         budgets = {}
         for seed in range(n_removals):
@@ -210,7 +225,8 @@ def main(argv=None):
             w_u = problem.train(removed)[0]
             scale = np.linalg.norm(cache[0] - w_u)
             n_default = None
-            runs = [("fresh", {}), ("reuse", {}), ("gram", {}), ("importance", {})]
+            runs = [("fresh", {}), ("reuse", {}), ("gram", {}), ("reference", {})]
+            runs += [("importance", {})]
             runs += [("period 5", {"period": 5}), ("period 20", {"period": 20})]
             for label, options in runs:
                 variant = label if not label.startswith("period") else "fresh"
