@@ -16,6 +16,9 @@ rows, addition of 1e-3 held out at fit) from the same fitted model:
 * ``lbfgs m=2`` (the paper's), ``lbfgs m=8``, ``lbfgs m=32``;
 * ``hessian R`` for ``R`` rows of the batch (64 to 1,024), with the secant control
   variate (``secant_correction=True``, the default) and without (``plain``);
+* ``hessian R ref`` (32 to 256 rows): with the secant and the reference control
+  variates (``reference_correction=True``; models of at most 2,048 parameters,
+  so not MNIST);
 * ``gram`` (two classes only: a9a), each batch's exact Hessian at the cached
   iterate, built at fit (the fitted model uses "auto", which takes it there; the
   other models drop it at their request).
@@ -31,7 +34,8 @@ compile excluded by a warm-up request) and its share of the ceiling ``T / (j0 + 
 
 ``--part online`` (or ``all``, the default) also serves, for every case, 100
 sequential single-row deletions (``--online``) with the estimator's default
-curvature model (``"auto"``) and fallbacks off, and compares the final model with
+curvature model (``"auto"``), and again with ``reference_correction=True`` where it
+applies, fallbacks off, and compares the final model with
 one exact retrain without all those rows: the fidelity ratio at the end and the
 time of the first, median and last request (``curvature_online.csv``).
 """
@@ -47,7 +51,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from sklearn_deltagrad import DeltaGradLogisticRegression
-from sklearn_deltagrad._curvature import CURVATURE_CODES
+from sklearn_deltagrad._curvature import CURVATURE_CODES, MAX_REFERENCE_PARAMS
 
 from .datasets import DATA_ENV, data_dir, load
 from .unlearning import (
@@ -75,9 +79,9 @@ CASES = [
 CHANGES = [("deletion", 1e-3), ("deletion", 1e-2), ("addition", 1e-3)]
 
 
-def curvature_models(quick=False, binary=False):
+def curvature_models(quick=False, binary=False, referenced=True):
     """``(name, family, parameters)`` of the compared curvature models (with
-    ``"gram"`` for two classes)."""
+    ``"gram"`` for two classes, the reference correction where ``referenced``)."""
     models = [
         ("lbfgs m=2", "lbfgs", {"curvature": "lbfgs", "lbfgs_memory": 2}),
         ("lbfgs m=8", "lbfgs", {"curvature": "lbfgs", "lbfgs_memory": 8}),
@@ -92,6 +96,13 @@ def curvature_models(quick=False, binary=False):
                 "secant_correction": corrected,
             }
             models.append((name, family, params))
+    for rows in ((64, 128) if quick else (32, 64, 128, 256)) if referenced else ():
+        params = {
+            "curvature": "hessian",
+            "hessian_rows": rows,
+            "reference_correction": True,
+        }
+        models.append((f"hessian {rows} ref", "hessian ref", params))
     if binary:
         models.append(("gram", "gram", {"curvature": "gram"}))
     return models
@@ -103,12 +114,13 @@ def run_case(data, batch_size, max_iter, changes, models, rows_out):
         run_change(data, batch_size, max_iter, kind, rate, models, rows_out)
 
 
-def fit_case(data, batch_size, max_iter, rows=None):
-    """The case's estimator (defaults otherwise, fallbacks off) fitted on ``rows``
-    of the training set (all by default)."""
+def fit_case(data, batch_size, max_iter, rows=None, **params):
+    """The case's estimator (defaults otherwise, fallbacks off, ``params``) fitted
+    on ``rows`` of the training set (all by default)."""
     X, y = data.X_train, data.y_train
     rows = np.arange(X.shape[0]) if rows is None else rows
     return DeltaGradLogisticRegression(
+        **params,
         batch_size=batch_size,
         max_iter=max_iter,
         burn_in=BURN_IN,
@@ -117,6 +129,14 @@ def fit_case(data, batch_size, max_iter, rows=None):
         max_drift=None,
         random_state=0,
     ).fit(X[rows], y[rows])
+
+
+def referenced(data):
+    """Whether the classifier of ``data`` may have the reference correction (at
+    most ``MAX_REFERENCE_PARAMS`` parameters)."""
+    n_classes = np.unique(data.y_train).size
+    n_outputs = 1 if n_classes == 2 else n_classes
+    return (data.X_train.shape[1] + 1) * n_outputs <= MAX_REFERENCE_PARAMS
 
 
 def curvature_name(fitted):
@@ -130,10 +150,14 @@ def curvature_name(fitted):
     return name
 
 
-def run_online_case(data, batch_size, max_iter, n_requests, rows_out):
+def run_online_case(data, batch_size, max_iter, n_requests, rows_out, **params):
     """``n_requests`` sequential single-row deletions under the default curvature
-    model, against one exact retrain without all of those rows."""
-    fitted = fit_case(data, batch_size, max_iter)
+    model (and ``params``), against one exact retrain without all of those rows."""
+    fitted = fit_case(data, batch_size, max_iter, **params)
+    if params.get("reference_correction") and not (
+        fitted._replay_settings().reference_correction
+    ):
+        return  # "auto" took another model: the default run's
     warm_up = copy.deepcopy(fitted).partial_unfit(indices=[0])  # compile first
     summary, seconds = run_online(data, fitted, n_requests)
     batch_label = "full" if batch_size is None else str(batch_size)
@@ -141,7 +165,8 @@ def run_online_case(data, batch_size, max_iter, n_requests, rows_out):
     row = {
         "data set": data.name,
         "batch": batch_label,
-        "curvature": curvature_name(fitted),
+        "curvature": curvature_name(fitted)
+        + (" ref" if fitted._replay_settings().reference_correction else ""),
         **{k: v for k, v in summary.items() if k != "dataset"},
         "max / median s": max(seconds) / summary["median_s"],
         "iterations": report.first_iteration + report.n_exact_iterations,
@@ -178,7 +203,11 @@ def run_change(data, batch_size, max_iter, kind, rate, models, rows_out):
     batch_label = "full" if batch_size is None else str(batch_size)
     rows = draw_rows(n, rate)
     kept = np.setdiff1d(np.arange(n), rows) if kind == "addition" else np.arange(n)
-    fitted = fit_case(data, batch_size, max_iter, kept)
+    # With the reference Hessian built at fit, as reference_correction=True would
+    # (the models without the correction drop it at their request).
+    fitted = fit_case(
+        data, batch_size, max_iter, kept, reference_correction=referenced(data)
+    )
 
     def serve(model, method):
         if kind == "deletion":
@@ -186,6 +215,8 @@ def run_change(data, batch_size, max_iter, kind, rate, models, rows_out):
         return model.partial_fit(X[rows], y[rows], method=method)
 
     def timed_request(params, method):
+        params = {"reference_correction": False, **params}
+
         def make():
             return copy.deepcopy(fitted).set_params(**params)
 
@@ -282,7 +313,7 @@ def plot(rows, path):
     axes = np.atleast_1d(axes)
     for ax, (name, batch) in zip(axes, panels, strict=True):
         chosen = [r for r in rows if (r["data set"], r["batch"]) == (name, batch)]
-        for family in ("lbfgs", "hessian plain", "hessian", "gram"):
+        for family in ("lbfgs", "hessian plain", "hessian", "hessian ref", "gram"):
             points = [r for r in chosen if r["family"] == family]
             if not points:
                 continue
@@ -337,10 +368,15 @@ def main(argv=None):
             data = loaded[name]
             if args.part != "online":
                 binary = np.unique(data.y_train).size == 2
-                models = curvature_models(args.quick, binary)
+                models = curvature_models(args.quick, binary, referenced(data))
                 run_case(data, batch_size, max_iter, changes, models, rows)
             if args.part != "models" and args.online > 0:
                 run_online_case(data, batch_size, max_iter, args.online, online_rows)
+                if referenced(data):
+                    run_online_case(
+                        data, batch_size, max_iter, args.online, online_rows,
+                        reference_correction=True,
+                    )  # fmt: skip
     if rows:
         print("Fidelity ratio (share of the ceiling):\n")
         print(summary_markdown(rows))

@@ -34,9 +34,11 @@ from ._curvature import (
     CURVATURE_NAMES,
     GRAM,
     build_grams,
+    build_reference,
     resolve_curvature,
     resolve_hessian_rows,
     resolve_lbfgs_memory,
+    uses_reference,
 )
 from ._exceptions import CacheTooLargeError, InconsistentDeltaGradVersionWarning
 from ._replay import ReplaySettings, apply_change
@@ -92,6 +94,7 @@ class _BaseDeltaGrad(BaseEstimator):
             Interval(Integral, 1, None, closed="left"),
         ],
         "secant_correction": ["boolean"],
+        "reference_correction": ["boolean"],
         "max_change_share": [Interval(Real, 0, 1, closed="right"), None],
         "max_drift": [Interval(Real, 0, None, closed="neither"), None],
         "max_cache_bytes": [Interval(Integral, 1, None, closed="left"), None],
@@ -116,6 +119,7 @@ class _BaseDeltaGrad(BaseEstimator):
         lbfgs_memory="auto",
         hessian_rows="auto",
         secant_correction=True,
+        reference_correction=False,
         max_change_share=0.5,
         max_drift=None,
         max_cache_bytes=DEFAULT_MAX_CACHE_BYTES,
@@ -136,6 +140,7 @@ class _BaseDeltaGrad(BaseEstimator):
         self.lbfgs_memory = lbfgs_memory
         self.hessian_rows = hessian_rows
         self.secant_correction = secant_correction
+        self.reference_correction = reference_correction
         self.max_change_share = max_change_share
         self.max_drift = max_drift
         self.max_cache_bytes = max_cache_bytes
@@ -251,6 +256,13 @@ class _BaseDeltaGrad(BaseEstimator):
                 schedule.batch_ids,
                 cache.weights,
             )
+        if uses_reference(self.reference_correction, curvature, model):
+            # The reference point is the fitted model; its Hessian sums every row.
+            cache.reference_point, cache.reference_hessian, cache.reference_weight = (
+                build_reference(
+                    rows.X, rows.weights, np.arange(n_samples), cache.final, model
+                )
+            )
         for name, value in encoding["attributes"].items():
             setattr(self, name, value)
         self._model = model
@@ -279,7 +291,12 @@ class _BaseDeltaGrad(BaseEstimator):
         if self.max_cache_bytes is None:
             return
         nbytes = estimate_cache_nbytes(
-            n_iterations, n_samples, self.max_iter, model, curvature
+            n_iterations,
+            n_samples,
+            self.max_iter,
+            model,
+            curvature,
+            uses_reference(self.reference_correction, curvature, model),
         )
         if nbytes > self.max_cache_bytes:
             grams = ""
@@ -564,10 +581,11 @@ class _BaseDeltaGrad(BaseEstimator):
         )
 
     def _replay_settings(self):
+        curvature = self._curvature_code(self._model, self._schedule.n_iterations)
         return ReplaySettings(
             burn_in=int(self.burn_in),
             exact_period=int(self.exact_period),
-            curvature=self._curvature_code(self._model, self._schedule.n_iterations),
+            curvature=curvature,
             lbfgs_memory=resolve_lbfgs_memory(
                 self.lbfgs_memory,
                 self._model,
@@ -575,6 +593,9 @@ class _BaseDeltaGrad(BaseEstimator):
             ),
             hessian_rows=resolve_hessian_rows(self.hessian_rows, self._model),
             secant_correction=bool(self.secant_correction),
+            reference_correction=uses_reference(
+                getattr(self, "reference_correction", False), curvature, self._model
+            ),
         )
 
     @staticmethod
@@ -720,7 +741,10 @@ class _BaseDeltaGrad(BaseEstimator):
                 ),
                 stacklevel=2,
             )
-        state.setdefault("storage_dir", None)  # pickles from before the parameter
+        # Pickles from before these parameters: their behaviour then.
+        state.setdefault("storage_dir", None)
+        state.setdefault("copy_cache", True)
+        state.setdefault("reference_correction", False)
         if "_rows" in state and "_batch_nonzeros" not in state:
             # Pickles from before lbfgs_memory="auto": estimated from the current
             # rows and the schedule's mean batch (fit used the rows it was given).

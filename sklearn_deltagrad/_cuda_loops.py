@@ -233,6 +233,9 @@ def replay_iterations(
     out_weights,
     out_gradients,
     out_exact,
+    reference_point,
+    reference_hessian,
+    reference_weight,
 ):
     """Replay iterations ``t_start..T-1`` on the GPU; arguments and result as the
     CPU :func:`~sklearn_deltagrad._replay.replay_iterations`."""
@@ -255,9 +258,13 @@ def replay_iterations(
     pairs = _PairMemory(lbfgs_memory if curvature == LBFGS else 1, n_params, alpha)
     pair = cuda.device_array((2, n_params))
     step, secant = pair[0], pair[1]
-    vectors = cuda.device_array((9, n_params))
+    vectors = cuda.device_array((10, n_params))
     midpoint, estimate, new_sum, removed_sum, added_sum, removed_part = vectors[:6]
-    direction, plain, anchor_product = vectors[6:]
+    direction, plain, anchor_product, at_reference = vectors[6:]
+    referenced = reference_hessian.shape[0] == n_params
+    if referenced:
+        d_reference_point = cuda.to_device(reference_point)
+        d_reference_hessian = cuda.to_device(reference_hessian)
     # The Hessian model's secant control variate (as the CPU loop): the anchor's
     # step and secant stay on the GPU, the weight's sums come back at each check.
     corrected = curvature == HESSIAN and secant_correction
@@ -304,14 +311,30 @@ def replay_iterations(
         a_lo, a_hi = added_ptr[t], added_ptr[t + 1]
         r_lo, r_hi = removed_ptr[t], removed_ptr[t + 1]
         n_sample = min(hessian_rows, hi - lo - (a_hi - a_lo))
+        sample = d_new_rows[lo : lo + n_sample]
+        sample_weight_sum = weight_sum(sample_weight, new_rows[lo : lo + n_sample])
+        kept_weight = new_batch_weights[t] - weight_sum(
+            sample_weight, added_rows[a_lo:a_hi]
+        )
+        removed_weight = weight_sum(sample_weight, removed_rows[r_lo:r_hi])
         kernels.subsampled_hessian_product(
-            d_X, d_Y, d_weight, d_new_rows[lo : lo + n_sample],
-            weight_sum(sample_weight, new_rows[lo : lo + n_sample]),
-            new_batch_weights[t] - weight_sum(sample_weight, added_rows[a_lo:a_hi]),
-            d_removed[r_lo:r_hi], weight_sum(sample_weight, removed_rows[r_lo:r_hi]),
-            midpoint, v, alpha, d_offset, loss, n_outputs, fit_intercept, out,
-            workspace, removed_part,
+            d_X, d_Y, d_weight, sample, sample_weight_sum, kept_weight,
+            d_removed[r_lo:r_hi], removed_weight, midpoint, v, alpha, d_offset, loss,
+            n_outputs, fit_intercept, out, workspace, removed_part,
         )  # fmt: skip
+        beta = 1.0 - sample_weight_sum / kept_weight
+        if referenced and beta > 0.0:
+            # The reference correction (as the CPU loop's _sampled_product).
+            kernels.subsampled_hessian_product(
+                d_X, d_Y, d_weight, sample, sample_weight_sum, kept_weight,
+                d_removed[r_lo:r_lo], 0.0, d_reference_point, v, 0.0, d_offset,
+                loss, n_outputs, fit_intercept, at_reference, workspace,
+                removed_part,
+            )  # fmt: skip
+            kernels.add_reference_correction(
+                d_reference_hessian, reference_weight, at_reference, v,
+                beta * kept_weight / (kept_weight + removed_weight), out,
+            )  # fmt: skip
 
     t = t_start
     resume = None

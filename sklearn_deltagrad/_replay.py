@@ -19,7 +19,10 @@ from ._curvature import (
     HESSIAN,
     LBFGS,
     MIN_STEP_SQUARE,
+    add_reference_correction,
+    add_reference_rows,
     build_grams,
+    build_reference,
     gram_product,
     lbfgs_factorize,
     lbfgs_product,
@@ -46,6 +49,7 @@ class ReplaySettings:
     lbfgs_memory: int
     hessian_rows: int
     secant_correction: bool = True
+    reference_correction: bool = False
 
 
 @dataclass
@@ -137,6 +141,9 @@ def replay_iterations(
     out_weights,
     out_gradients,
     out_exact,
+    reference_point,
+    reference_hessian,
+    reference_weight,
 ):
     """Replay iterations ``t_start..T-1`` on the changed batches.
 
@@ -274,7 +281,8 @@ def replay_iterations(
                 _sampled_product(
                     X, Y, sample_weight, new_rows[lo:hi], removed_t, added_t,
                     b_new, hessian_rows, midpoint, direction, alpha, offset, loss,
-                    n_outputs, fit_intercept, estimate,
+                    n_outputs, fit_intercept, estimate, reference_point,
+                    reference_hessian, reference_weight,
                 )  # fmt: skip
                 if weight != 0.0:
                     for i in range(n_params):
@@ -286,6 +294,7 @@ def replay_iterations(
                         X, Y, sample_weight, new_rows[lo:hi], removed_t, added_t,
                         b_new, hessian_rows, midpoint, anchor[0], alpha, offset,
                         loss, n_outputs, fit_intercept, anchor_product,
+                        reference_point, reference_hessian, reference_weight,
                     )  # fmt: skip
                     for i in range(n_params):
                         value = estimate[i] - weight * anchor[1, i]
@@ -395,17 +404,38 @@ def replay_iterations(
 @njit(cache=True)
 def _sampled_product(
     X, Y, sample_weight, batch_rows, removed, added, b_new, hessian_rows, point, v,
-    alpha, offset, loss, n_outputs, fit_intercept, out,
+    alpha, offset, loss, n_outputs, fit_intercept, out, reference_point,
+    reference_hessian, reference_weight,
 ):  # fmt: skip
     """``out = (H + alpha P) v``, the original batch's Hessian at ``point`` from the
     first ``hessian_rows`` kept rows of the new batch ``batch_rows`` (this
-    request's ``added`` rows sit at its end) plus the ``removed`` rows."""
+    request's ``added`` rows sit at its end) plus the ``removed`` rows; with the
+    reference correction where ``reference_hessian`` is ``n_params x n_params``
+    (a ``1 x 1`` placeholder otherwise)."""
     n_kept = batch_rows.shape[0] - added.shape[0]
+    sample = batch_rows[: min(hessian_rows, n_kept)]
+    kept_weight = b_new - weight_sum(sample_weight, added)
     subsampled_hessian_product(
-        X, Y, sample_weight, batch_rows[: min(hessian_rows, n_kept)],
-        b_new - weight_sum(sample_weight, added), removed, point, v, alpha, offset,
+        X, Y, sample_weight, sample,
+        kept_weight, removed, point, v, alpha, offset,
         loss, n_outputs, fit_intercept, out,
     )  # fmt: skip
+    if reference_hessian.shape[0] == out.shape[0]:
+        # The reference correction (see _curvature): beta = 0 for a sample of the
+        # whole batch, whose product is exact.
+        beta = 1.0 - weight_sum(sample_weight, sample) / kept_weight
+        if beta > 0.0:
+            at_reference = np.empty_like(out)
+            subsampled_hessian_product(
+                X, Y, sample_weight, sample, kept_weight, removed[:0],
+                reference_point, v, 0.0, offset, loss, n_outputs, fit_intercept,
+                at_reference,
+            )  # fmt: skip
+            old_weight = kept_weight + weight_sum(sample_weight, removed)
+            add_reference_correction(
+                reference_hessian, reference_weight, at_reference, v,
+                beta * kept_weight / old_weight, out,
+            )  # fmt: skip
 
 
 @njit(cache=True)
@@ -732,6 +762,10 @@ def apply_change(
             X, sample_weight, model, change, new_rows, changed, old_cache, cache,
             defer_grams,
         )  # fmt: skip
+    _keep_reference_current(
+        X, sample_weight, model, settings, new_rows, removed_rows, added_rows,
+        old_cache, cache,
+    )  # fmt: skip
     residual_sum, n_checks, exposure = 0.0, 0, 0.0
     if method == "exact":
         inexact = np.flatnonzero(~cache.exact)
@@ -792,6 +826,7 @@ def apply_change(
             cache.weights,
             cache.gradients,
             cache.exact,
+            *_reference_arguments(old_cache, cache, settings),
         )
         cache.final[:] = final
     gram_update = None
@@ -819,6 +854,54 @@ def apply_change(
         mean_residual=float(mean_residual),
     )
     return cache, report, gram_update
+
+
+def _keep_reference_current(
+    X, sample_weight, model, settings, new_rows, removed_rows, added_rows,
+    old_cache, cache,
+):  # fmt: skip
+    """The new cache's reference Hessian (a copy of the old one's) for the new
+    training set: the removed rows' terms subtracted, the added rows' added. Where
+    the old cache has none and the request wants one, it is built from the new
+    training set at the old cache's model (and serves this request's replay). A
+    request without the correction drops it (as the Grams)."""
+    if not settings.reference_correction:
+        cache.reference_point = cache.reference_hessian = None
+        cache.reference_weight = 0.0
+        return
+    if cache.reference_hessian is None:
+        cache.reference_point, cache.reference_hessian, cache.reference_weight = (
+            build_reference(
+                X, sample_weight, np.unique(new_rows), old_cache.final, model
+            )
+        )
+        return
+    for rows, sign in ((removed_rows, -1.0), (added_rows, 1.0)):
+        if rows.shape[0] == 0:
+            continue
+        # Every epoch lists a row once: each changed row counted once.
+        unique = np.unique(rows)
+        add_reference_rows(
+            X, sample_weight, unique, cache.reference_point, model.offset,
+            model.loss, model.n_outputs, model.fit_intercept, sign,
+            cache.reference_hessian,
+        )  # fmt: skip
+        cache.reference_weight += sign * float(weight_sum(sample_weight, unique))
+
+
+def _reference_arguments(old_cache, cache, settings):
+    """The replay's ``reference_point``, ``reference_hessian`` and
+    ``reference_weight``: the old cache's (the original training set's), or the
+    one built for this request, or ``1 x 1`` placeholders without the
+    correction."""
+    if not settings.reference_correction:
+        return np.zeros(1), np.zeros((1, 1)), 1.0
+    source = old_cache if old_cache.reference_hessian is not None else cache
+    return (
+        source.reference_point,
+        source.reference_hessian,
+        source.reference_weight,
+    )
 
 
 def drift_estimate(mean_residual, exposure):

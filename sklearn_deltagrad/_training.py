@@ -88,6 +88,14 @@ class TrainingCache:
         For the logistic loss, the iterates at which ``grams`` weight their rows
         (the cache's ``weights`` when they were built); ``None`` for the squared
         loss, whose Grams do not depend on the parameters.
+    reference_point : ndarray of shape (n_params,) or None
+        The ``"hessian"`` model's reference point (the model at ``fit``), see
+        ``reference_correction``.
+    reference_hessian : ndarray of shape (n_params, n_params) or None
+        The loss Hessian at ``reference_point`` summed over the current training
+        rows (weighted; without the penalty), kept current by every request.
+    reference_weight : float
+        The total weight of the rows summed in ``reference_hessian``.
     """
 
     weights: np.ndarray
@@ -96,6 +104,9 @@ class TrainingCache:
     final: np.ndarray
     grams: np.ndarray | None = None
     gram_points: np.ndarray | None = None
+    reference_point: np.ndarray | None = None
+    reference_hessian: np.ndarray | None = None
+    reference_weight: float = 0.0
 
     @classmethod
     def empty(cls, n_iterations, n_params):
@@ -130,15 +141,31 @@ class TrainingCache:
                 if keep_grams and self.gram_points is not None
                 else None
             ),
+            **self._reference_copy(),
         )
 
     def sharing_trajectory(self):
         """A new cache with this one's iterates and gradients (not copied: an
-        in-place request rewrites them), copies of the flags and the final
-        parameters, and no Grams (a request sets them)."""
+        in-place request rewrites them), copies of the flags, the final parameters
+        and the reference Hessian, and no Grams (a request sets them)."""
         return TrainingCache(
-            self.weights, self.gradients, self.exact.copy(), self.final.copy()
+            self.weights,
+            self.gradients,
+            self.exact.copy(),
+            self.final.copy(),
+            **self._reference_copy(),
         )
+
+    def _reference_copy(self):
+        # Copied (n_params^2 floats, 1.2 MB on covtype's 7 classes): a request
+        # updates its successor's for the changed rows.
+        if self.reference_hessian is None:
+            return {}
+        return {
+            "reference_point": self.reference_point.copy(),
+            "reference_hessian": self.reference_hessian.copy(),
+            "reference_weight": self.reference_weight,
+        }
 
     @property
     def nbytes(self):
@@ -149,10 +176,16 @@ class TrainingCache:
             + self.final.nbytes
             + (0 if self.grams is None else self.grams.nbytes)
             + (0 if self.gram_points is None else self.gram_points.nbytes)
+            + sum(
+                0 if array is None else array.nbytes
+                for array in (self.reference_point, self.reference_hessian)
+            )
         )
 
 
-def estimate_cache_nbytes(n_iterations, n_samples, n_epochs, model, curvature=None):
+def estimate_cache_nbytes(
+    n_iterations, n_samples, n_epochs, model, curvature=None, reference=False
+):
     """Bytes of the cache and schedule that a fit of ``model`` will allocate.
 
     ``2 * T * n_params * 8`` for the iterates and gradients, ``T`` exactness flags,
@@ -160,7 +193,8 @@ def estimate_cache_nbytes(n_iterations, n_samples, n_epochs, model, curvature=No
     that ``make_schedule`` gives them, ``T + 1`` batch pointers, ``T`` learning
     rates). With the ``"gram"`` curvature model, the ``T * q^2`` float64 Gram
     matrices are included, and for the logistic loss the ``T * n_params`` iterates
-    they are weighted at.
+    they are weighted at. With ``reference``, the ``"hessian"`` model's reference
+    Hessian and point (``n_params^2 + n_params`` float64).
     """
     n_params = model.n_params
     nbytes = 2 * n_iterations * n_params * 8 + n_iterations + n_params * 8
@@ -171,6 +205,8 @@ def estimate_cache_nbytes(n_iterations, n_samples, n_epochs, model, curvature=No
         nbytes += n_iterations * model.n_columns**2 * 8
         if model.loss != SQUARED:
             nbytes += n_iterations * n_params * 8
+    if reference:
+        nbytes += (n_params + 1) * n_params * 8
     return int(nbytes)
 
 

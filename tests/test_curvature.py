@@ -1,6 +1,6 @@
 """The curvature models of the replay: the exact Gram model of the squared loss, the
 ``"auto"`` choice, determinism, the sub-sampled Hessian beating the paper's
-L-BFGS (m = 2) on real data, and its secant control variate."""
+L-BFGS (m = 2) on real data, and its secant and reference control variates."""
 
 import copy
 
@@ -16,6 +16,8 @@ from sklearn_deltagrad._curvature import (
     GRAM,
     HESSIAN,
     LBFGS,
+    add_reference_correction,
+    add_reference_rows,
     batch_grams,
     gram_product,
     resolve_curvature,
@@ -421,6 +423,21 @@ def test_hessian_model_of_the_whole_batch_is_exact(secant_correction):
     assert np.linalg.norm(w - w_u) <= 1e-10 * np.linalg.norm(w_u)
 
 
+def _ratios_with_and_without(base, correction, seed):
+    """Fidelity ratios of the removal of 74 random rows (``seed``) from ``base``
+    with the boolean parameter ``correction`` off and on."""
+    ids = np.random.default_rng(seed).choice(base.n_samples_seen_, 74, replace=False)
+    exact = copy.deepcopy(base).partial_unfit(indices=ids, method="exact")
+    w, w_u = parameters(base), parameters(exact)
+    ratios = {}
+    for corrected in (False, True):
+        est = copy.deepcopy(base).set_params(**{correction: corrected})
+        est.partial_unfit(indices=ids)
+        distance = np.linalg.norm(parameters(est) - w_u)
+        ratios[corrected] = distance / np.linalg.norm(w - w_u)
+    return ratios
+
+
 def test_secant_correction_beats_plain_hessian_on_real_data(load_dataset):
     """On covtype (7 classes) with batches of 16,384 rows, the secant control
     variate makes the replay markedly closer to the exact retrain than the plain
@@ -431,15 +448,7 @@ def test_secant_correction_beats_plain_hessian_on_real_data(load_dataset):
         random_state=0, max_iter=20, batch_size=16384
     ).fit(X_train, y_train)
     for seed in (0, 1):
-        ids = np.random.default_rng(seed).choice(len(y_train), 74, replace=False)
-        exact = copy.deepcopy(base).partial_unfit(indices=ids, method="exact")
-        w, w_u = parameters(base), parameters(exact)
-        ratios = {}
-        for corrected in (False, True):
-            est = copy.deepcopy(base).set_params(secant_correction=corrected)
-            est.partial_unfit(indices=ids)
-            distance = np.linalg.norm(parameters(est) - w_u)
-            ratios[corrected] = distance / np.linalg.norm(w - w_u)
+        ratios = _ratios_with_and_without(base, "secant_correction", seed)
         print(seed, ratios)
         assert ratios[True] < 0.75 * ratios[False]
         assert ratios[True] < 0.03
@@ -548,3 +557,149 @@ def test_gram_built_at_a_request_is_the_one_built_at_fit():
     assert rel_err(parameters(lazy), parameters(at_fit)) < 1e-10
     assert rel_err(lazy._cache.grams, at_fit._cache.grams) < 1e-10
     np.testing.assert_array_equal(lazy._cache.gram_points, at_fit._cache.gram_points)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("weights", WEIGHTS)
+@pytest.mark.parametrize("fit_intercept", [False, True])
+@pytest.mark.parametrize(
+    "loss, n_outputs",
+    [(ref.SQUARED, 2), (ref.BINARY_LOGISTIC, 1), (ref.MULTINOMIAL, 4)],
+    ids=["squared", "binary", "multinomial"],
+)
+@pytest.mark.parametrize("n_rows", [5, 700])
+def test_reference_rows_sum_the_loss_hessian(
+    n_rows, loss, n_outputs, fit_intercept, weights, layout
+):
+    """The reference Hessian is the (weighted) loss Hessian of its rows at its
+    point, against NumPy, in blocks of rows (several, with repeats) and pairs of
+    outputs; removing rows with ``sign=-1`` takes their terms out again."""
+    X, Y, model, w, rng = make_problem(
+        loss, n_outputs, fit_intercept, n_samples=60, centred=True
+    )
+    rows_in, X = kernel_rows(X, layout)
+    sample_weight = make_weights(weights, X.shape[0])
+    rows = rng.integers(0, X.shape[0], n_rows).astype(np.int64)
+    hessian = np.zeros((w.size, w.size))
+    args = (model.offset, loss, n_outputs, fit_intercept)
+    add_reference_rows(rows_in, sample_weight, rows, w, *args, 1.0, hessian)
+    expected = ref.hessian(
+        X[rows], Y[rows], w, model, reference_weights(weights, sample_weight, rows)
+    )
+    assert rel_err(hessian, expected) < 1e-12
+    assert rel_err(hessian, hessian.T) < 1e-14
+    gone = rows[:3]
+    add_reference_rows(rows_in, sample_weight, gone, w, *args, -1.0, hessian)
+    kept = rows[3:]
+    expected = ref.hessian(
+        X[kept], Y[kept], w, model, reference_weights(weights, sample_weight, kept)
+    )
+    assert rel_err(hessian, expected) < 1e-11
+
+
+def test_reference_correction_adds_the_mean_product_difference():
+    rng = np.random.default_rng(0)
+    hessian = rng.normal(size=(9, 9))
+    at_reference, v, out = rng.normal(size=(3, 9))
+    expected = out + 0.7 * (hessian @ v / 4.0 - at_reference)
+    add_reference_correction(hessian, 4.0, at_reference, v, 0.7, out)
+    np.testing.assert_allclose(out, expected, rtol=1e-13)
+
+
+def _reference_estimator(**params):
+    return DeltaGradLogisticRegression(
+        curvature="hessian", reference_correction=True, random_state=0, **params
+    )
+
+
+def test_reference_hessian_is_kept_current_by_requests():
+    """Built at fit at the fitted model over every row; after removals, additions
+    and an exact request it is the Hessian of the current rows at that same point
+    (a fresh build), and its weight their total weight."""
+    X, y = make_classification(
+        300, 5, n_classes=3, n_informative=4, n_redundant=0, random_state=0
+    )
+    sample_weight = np.random.default_rng(1).uniform(0.5, 2.0, 300)
+    est = _reference_estimator(batch_size=64, max_iter=4).fit(
+        X[:250], y[:250], sample_weight=sample_weight[:250]
+    )
+    point = est._cache.reference_point.copy()
+    np.testing.assert_array_equal(point, est._cache.final)
+    est.partial_unfit(indices=[3, 70, 111])
+    est.partial_fit(X[250:], y[250:], sample_weight=sample_weight[250:])
+    est.partial_unfit(indices=[5, 260], method="exact")
+    kept = np.setdiff1d(np.arange(300), [3, 70, 111, 5, 260])
+    cache = est._cache
+    np.testing.assert_array_equal(cache.reference_point, point)
+    model = ref.Model(ref.MULTINOMIAL, 3, True, est.alpha, 5, est._model.offset)
+    Y = np.searchsorted(est.classes_, y).astype(np.float64)[:, None]
+    expected = ref.hessian(X[kept], Y[kept], point, model, sample_weight[kept])
+    assert rel_err(cache.reference_hessian, expected) < 1e-11
+    assert cache.reference_weight == pytest.approx(sample_weight[kept].sum())
+
+
+def test_reference_hessian_is_built_at_the_first_request_that_uses_it():
+    X, y = make_classification(
+        300, 5, n_classes=3, n_informative=4, n_redundant=0, random_state=0
+    )
+    with_it = _reference_estimator(batch_size=64, max_iter=4).fit(X, y)
+    without = clone(with_it).set_params(reference_correction=False).fit(X, y)
+    assert without._cache.reference_hessian is None
+    np.testing.assert_array_equal(parameters(without), parameters(with_it))
+    without.set_params(reference_correction=True).partial_unfit(indices=[3, 70])
+    with_it.partial_unfit(indices=[3, 70])
+    cache = without._cache
+    # Built over the rows after the request, at the model before it.
+    model = ref.Model(ref.MULTINOMIAL, 3, True, 1e-4, 5, with_it._model.offset)
+    Y = np.searchsorted(with_it.classes_, y).astype(np.float64)[:, None]
+    kept = np.setdiff1d(np.arange(300), [3, 70])
+    expected = ref.hessian(X[kept], Y[kept], cache.reference_point, model)
+    assert rel_err(cache.reference_hessian, expected) < 1e-11
+    np.testing.assert_allclose(parameters(without), parameters(with_it), rtol=1e-3)
+
+
+def test_reference_correction_only_for_the_hessian_model_of_few_parameters():
+    X, y = make_classification(
+        200, 5, n_classes=3, n_informative=4, n_redundant=0, random_state=0
+    )
+    for params in (dict(curvature="lbfgs"), dict(reference_correction=False)):
+        est = _reference_estimator(batch_size=64, max_iter=2).set_params(**params)
+        assert est.fit(X, y)._cache.reference_hessian is None
+    wide = np.hstack([X, np.zeros((200, 700))])  # 3 x 706 parameters > 2,048
+    est = _reference_estimator(batch_size=64, max_iter=2).fit(wide, y)
+    assert est._cache.reference_hessian is None
+
+
+def test_hessian_model_with_reference_of_the_whole_batch_is_exact():
+    """With every kept row in the sample, the correction's weight is 0: the
+    product is the exact batch Hessian's, as without it."""
+    X, y = make_classification(300, 6, n_classes=3, n_informative=4, random_state=0)
+    est = _reference_estimator(
+        hessian_rows=1000, batch_size=50, max_iter=6, burn_in=2, exact_period=4,
+        secant_correction=False,
+    ).fit(X, y)  # fmt: skip
+    plain = copy.deepcopy(est).set_params(reference_correction=False)
+    est.partial_unfit(indices=[3, 70, 111])
+    plain.partial_unfit(indices=[3, 70, 111])
+    assert est.last_update_.n_approximate_iterations > 10
+    np.testing.assert_array_equal(parameters(est), parameters(plain))
+
+
+@pytest.mark.parametrize("batch_size", [4096, 16384])
+def test_reference_correction_beats_the_sample_alone_on_real_data(
+    load_dataset, batch_size
+):
+    """On covtype (7 classes) the reference control variate brings the replay
+    2-3.5x closer to the exact retrain than the sample with the secant correction
+    alone (measured with 20 epochs, removal of 74 rows: batch 4,096 0.041 -> 0.013
+    and 0.023 -> 0.0097, batch 16,384 0.021 -> 0.0060 and 0.020 -> 0.0060; a
+    fidelity test, not timed)."""
+    X_train, _, y_train, _ = load_dataset("covtype")
+    base = _reference_estimator(max_iter=20, batch_size=batch_size).fit(
+        X_train, y_train
+    )
+    for seed in (0, 1):
+        ratios = _ratios_with_and_without(base, "reference_correction", seed)
+        print(batch_size, seed, ratios)
+        assert ratios[True] < 0.5 * ratios[False]
+        assert ratios[True] < (0.02 if batch_size == 4096 else 0.01)

@@ -157,6 +157,9 @@ def _state_arrays(est):
         arrays["grams"] = cache.grams
     if cache.gram_points is not None:
         arrays["gram_points"] = cache.gram_points
+    if cache.reference_hessian is not None:
+        arrays["reference_point"] = cache.reference_point
+        arrays["reference_hessian"] = cache.reference_hessian
     return arrays
 
 

@@ -35,6 +35,9 @@ EXTRA_STATE = [
     "drift_",
     "_cache.grams",
     "_cache.gram_points",
+    "_cache.reference_point",
+    "_cache.reference_hessian",
+    "_cache.reference_weight",
 ]
 
 
@@ -49,6 +52,9 @@ def make(kind, **params):
     if kind == "reg":
         X, y = make_regression(n_samples=260, n_features=6, noise=1.0, random_state=1)
         return DeltaGradRidge(**params), X, y / y.std()
+    if kind == "multi-ref":
+        kind = "multi"
+        params.update(curvature="hessian", reference_correction=True)
     n_classes = 2 if kind == "clf" else 3
     X, y = make_classification(
         n_samples=260,
@@ -146,6 +152,21 @@ def test_pickle_from_before_the_kept_row_norm_bound_gets_its_rows_bound():
     assert new.last_update_.method == "deltagrad"
 
 
+def test_pickle_from_before_the_copy_and_reference_parameters_gets_defaults():
+    est, X, y = make("multi", random_state=0)
+    est.fit(X[:200], y[:200])
+    state = pickle.loads(pickle.dumps(est)).__getstate__()  # shares nothing
+    del state["copy_cache"], state["reference_correction"]
+    new = DeltaGradLogisticRegression.__new__(DeltaGradLogisticRegression)
+    new.__setstate__(state)
+    params = new.get_params()
+    assert params["copy_cache"] is True
+    assert params["reference_correction"] is False
+    serve(new, X, y)
+    serve(est, X, y)
+    assert_bitwise_same(new, est)
+
+
 def test_getstate_does_not_touch_the_estimator():
     est, X, y = make("multi", random_state=0)
     serve(est.fit(X[:200], y[:200]), X, y)
@@ -197,10 +218,14 @@ def test_two_fits_are_bitwise_identical(kind, random_state):
     assert_bitwise_same(a, b)
 
 
-@pytest.mark.parametrize("kind", KINDS)
+# "multi-ref": the Hessian model's reference Hessian travels with the estimator
+# and is kept current by the requests after loading as before.
+@pytest.mark.parametrize("kind", [*KINDS, "multi-ref"])
 @pytest.mark.parametrize("how", ["pickle", "joblib", "midway-pickle"])
 def test_persisted_estimator_serves_requests_bitwise_identically(kind, how):
     a, X, y = make(kind, random_state=3)
+    if kind == "multi-ref":
+        assert a.fit(X[:200], y[:200])._cache.reference_hessian is not None
     a.fit(X[:200], y[:200])
     if how == "midway-pickle":
         a.partial_unfit(indices=[9, 10])

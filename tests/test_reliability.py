@@ -33,6 +33,7 @@ from .test_bad_input import (
     assert_still_serves,
     assert_unchanged,
     fitted,
+    make_data,
     snapshot,
 )
 
@@ -92,8 +93,16 @@ INJECTIONS = [
 @pytest.mark.parametrize("where", [i[0] for i in INJECTIONS])
 @pytest.mark.parametrize("kind", KINDS)
 def test_request_interrupted_anywhere_changes_nothing(kind, where, error, monkeypatch):
+    est = _interrupt_each_request(lambda: fitted(kind), where, error, monkeypatch)
+    assert_still_serves(est, kind)
+
+
+def _interrupt_each_request(make, where, error, monkeypatch):
+    """Each request of ``_requests`` on ``make()``'s estimator with ``error``
+    injected at ``where``: one that raises leaves the estimator unchanged. Some
+    must raise. Returns the last estimator."""
     _, target, attribute, wrap = next(i for i in INJECTIONS if i[0] == where)
-    est, X, y = fitted(kind)
+    est, X, y = make()
     if target is None:
         target = type(est)
     original = getattr(target, attribute)
@@ -109,9 +118,30 @@ def test_request_interrupted_anywhere_changes_nothing(kind, where, error, monkey
                 assert_unchanged(est, before)
                 continue
         # The injection point was not on this request's path: it completed.
-        est, X, y = fitted(kind)
+        est, X, y = make()
     assert n_raised > 0
-    assert_still_serves(est, kind)
+    return est
+
+
+@pytest.mark.parametrize(
+    "where", ["before-replay", "after-replay", "after-exact-retrain", "report"]
+)
+def test_request_with_the_reference_hessian_interrupted_changes_nothing(
+    where, monkeypatch
+):
+    """The reference Hessian that a request updates is its own copy: an
+    interrupted request leaves the old one (and everything else) as it was."""
+    X, y = make_data("clf")
+
+    def make():
+        est = DeltaGradLogisticRegression(
+            **PARAMS, curvature="hessian", reference_correction=True
+        )
+        est.fit(X[:100], y[:100])
+        assert est._cache.reference_hessian is not None
+        return est, X, y
+
+    _interrupt_each_request(make, where, ValueError, monkeypatch)
 
 
 def _state(est):

@@ -860,6 +860,29 @@ def subsampled_hessian_product(
 
 
 @cuda.jit
+def _reference_correction_kernel(
+    reference_hessian, reference_weight, at_reference, v, factor, out
+):
+    i = cuda.grid(1)
+    if i >= out.shape[0]:
+        return
+    full = 0.0
+    for j in range(v.shape[0]):
+        full += reference_hessian[i, j] * v[j]
+    out[i] += factor * (full / reference_weight - at_reference[i])
+
+
+def add_reference_correction(
+    reference_hessian, reference_weight, at_reference, v, factor, out
+):
+    """``out += factor * (H_r v / n_r - at_reference)`` (see the CPU
+    :func:`~sklearn_deltagrad._curvature.add_reference_correction`)."""
+    _reference_correction_kernel[n_blocks(out.shape[0]), THREADS](
+        reference_hessian, reference_weight, at_reference, v, factor, out
+    )
+
+
+@cuda.jit
 def _gram_product_kernel(gram, batch_weight, v, alpha, n_outputs, n_penalized, out):
     q = cuda.grid(1)
     if q >= out.shape[0]:

@@ -174,6 +174,18 @@ def run_sequence(est, X, y, device):
     return states, counts
 
 
+def assert_cuda_matches_cpu(kind, params, X, y):
+    """The same sequence of requests on both devices: the same exact/approximate
+    counts (some approximate) and models within ``TOL``; returns the CPU's run."""
+    cpu_states, cpu_counts = run_sequence(make_estimator(kind, **params), X, y, "cpu")
+    gpu_states, gpu_counts = run_sequence(make_estimator(kind, **params), X, y, "cuda")
+    assert gpu_counts == cpu_counts
+    assert any(n_approx > 0 for _, n_approx in gpu_counts)
+    for step, (a, b) in enumerate(zip(gpu_states, cpu_states, strict=True)):
+        assert rel_err(a, b) < TOL, f"step {step}"
+    return cpu_states, cpu_counts
+
+
 CASES = [
     ("binary", "lbfgs", "dense64"),
     ("binary", "hessian", "csr"),
@@ -191,12 +203,7 @@ CASES = [
 def test_cuda_matches_cpu_through_a_sequence_of_requests(kind, curvature, layout):
     X, y = make_data(kind, layout=layout)
     params = dict(curvature=curvature, lbfgs_memory=3, hessian_rows=8)
-    cpu_states, cpu_counts = run_sequence(make_estimator(kind, **params), X, y, "cpu")
-    gpu_states, gpu_counts = run_sequence(make_estimator(kind, **params), X, y, "cuda")
-    assert gpu_counts == cpu_counts
-    assert any(n_approx > 0 for _, n_approx in gpu_counts)
-    for step, (a, b) in enumerate(zip(gpu_states, cpu_states, strict=True)):
-        assert rel_err(a, b) < TOL, f"step {step}"
+    assert_cuda_matches_cpu(kind, params, X, y)
 
 
 @pytest.mark.parametrize(
@@ -239,6 +246,19 @@ def test_cuda_matches_cpu_with_and_without_the_secant_correction(layout):
             assert rel_err(a, b) < TOL, f"step {step}"
     # The correction changed the replay (its weight was not 0).
     assert rel_err(models[True, "cpu"][0][1], models[False, "cpu"][0][1]) > 1e-8
+
+
+@pytest.mark.parametrize("kind, layout", [("multiclass", "dense64"), ("binary", "csr")])
+def test_cuda_matches_cpu_with_the_reference_correction(kind, layout):
+    """The Hessian model's reference control variate (the reference Hessian
+    uploaded once per replay, its product one kernel): the CPU's models, which
+    differ from those without it."""
+    X, y = make_data(kind, layout=layout)
+    params = dict(curvature="hessian", hessian_rows=8, reference_correction=True)
+    cpu_states, _ = assert_cuda_matches_cpu(kind, params, X, y)
+    params["reference_correction"] = False
+    plain, _ = run_sequence(make_estimator(kind, **params), X, y, "cpu")
+    assert rel_err(plain[1], cpu_states[1]) > 1e-8
 
 
 @pytest.mark.parametrize("curvature", ["lbfgs", "hessian"])
