@@ -322,7 +322,7 @@ def replay_iterations(
             d_removed[r_lo:r_hi], removed_weight, midpoint, v, alpha, d_offset, loss,
             n_outputs, fit_intercept, out, workspace, removed_part,
         )  # fmt: skip
-        beta = 1.0 - sample_weight_sum / kept_weight
+        beta = 1.0 - sample_weight_sum / kept_weight if kept_weight > 0.0 else 0.0
         if referenced and beta > 0.0:
             # The reference correction (as the CPU loop's _sampled_product).
             kernels.subsampled_hessian_product(

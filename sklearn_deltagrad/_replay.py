@@ -416,11 +416,10 @@ def _sampled_product(
     sample = batch_rows[: min(hessian_rows, n_kept)]
     kept_weight = b_new - weight_sum(sample_weight, added)
     subsampled_hessian_product(
-        X, Y, sample_weight, sample,
-        kept_weight, removed, point, v, alpha, offset,
+        X, Y, sample_weight, sample, kept_weight, removed, point, v, alpha, offset,
         loss, n_outputs, fit_intercept, out,
     )  # fmt: skip
-    if reference_hessian.shape[0] == out.shape[0]:
+    if reference_hessian.shape[0] == out.shape[0] and kept_weight > 0.0:
         # The reference correction (see _curvature): beta = 0 for a sample of the
         # whole batch, whose product is exact.
         beta = 1.0 - weight_sum(sample_weight, sample) / kept_weight

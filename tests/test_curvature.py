@@ -703,3 +703,19 @@ def test_reference_correction_beats_the_sample_alone_on_real_data(
         print(batch_size, seed, ratios)
         assert ratios[True] < 0.5 * ratios[False]
         assert ratios[True] < (0.02 if batch_size == 4096 else 0.01)
+
+
+def test_reference_correction_with_batches_of_weightless_original_rows():
+    """Batches whose original rows all weigh 0 have no curvature to model (their
+    iterations are exact); rows added to them are served with the correction on
+    around them."""
+    X, y = make_classification(
+        200, 5, n_classes=3, n_informative=4, n_redundant=0, random_state=0
+    )
+    sample_weight = np.where(np.random.default_rng(0).random(200) < 0.9, 0.0, 1.0)
+    est = _reference_estimator(batch_size=4, max_iter=3, hessian_rows=2).fit(
+        X[:150], y[:150], sample_weight=sample_weight[:150]
+    )
+    est.partial_fit(X[150:], y[150:])
+    assert est.last_update_.n_approximate_iterations > 0
+    assert np.isfinite(parameters(est)).all()
