@@ -113,8 +113,9 @@ class DeltaGradLogisticRegression(ClassifierMixin, _BaseDeltaGrad):
         changed rows, a matrix-vector product and a second sampled product per
         approximate iteration. Measured on covtype (7 classes, batches of 16,384
         rows, 128 rows, removal of 0.1% and 1%): 3.2x and 2x closer to the exact
-        retrain (0.0217 to 0.0068, 0.0140 to 0.0070) for 10% more request time.
-        Larger models run without it.
+        retrain (0.0217 to 0.0068, 0.0140 to 0.0070) for 10% more request time
+        (25-40% more with batches of 4,096 rows). Larger models run without it;
+        a request with it off drops the matrix.
     class_weight : dict, "balanced" or None, default=None
         Weights of the classes, ``{label: weight}``, multiplied into
         ``sample_weight``. ``"balanced"`` computes ``n_samples / (n_classes *
@@ -587,8 +588,9 @@ class DeltaGradRidge(RegressorMixin, _BaseDeltaGrad):
         changed rows, a matrix-vector product and a second sampled product per
         approximate iteration. Measured on covtype (7 classes, batches of 16,384
         rows, 128 rows, removal of 0.1% and 1%): 3.2x and 2x closer to the exact
-        retrain (0.0217 to 0.0068, 0.0140 to 0.0070) for 10% more request time.
-        Larger models run without it.
+        retrain (0.0217 to 0.0068, 0.0140 to 0.0070) for 10% more request time
+        (25-40% more with batches of 4,096 rows). Larger models run without it;
+        a request with it off drops the matrix.
     max_change_share : float in (0, 1] or None, default=0.5
         Fallback: a ``method="deltagrad"`` request that removes or adds more than
         this share of the current training rows is served by the exact retrain
