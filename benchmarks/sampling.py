@@ -93,8 +93,7 @@ class Problem:
         if variant == "reference":
             out -= self.hessian_product(sample, self.reference, v, weights)
             out += kept.size / self.n * (self.reference_hessian @ v)
-        gram = variant == "gram"
-        if gram:
+        if variant == "gram":
             a = self.A[sample]
             p = sigmoid(a @ point)
             mean_curvature = np.mean(p * (1.0 - p))

@@ -739,12 +739,14 @@ def apply_change(
     # fills it (or the GramUpdate changes them).
     if written is None:
         cache = cache.successor(
-            t_start if method == "deltagrad" else n_iterations, keep_grams=False
+            t_start if method == "deltagrad" else n_iterations,
+            keep_grams=False,
+            keep_reference=settings.reference_correction,
         )
     else:
         if settings.curvature == GRAM and not defer_grams:
             raise ValueError("An in-place request must defer the Gram update.")
-        cache = cache.sharing_trajectory()
+        cache = cache.sharing_trajectory(settings.reference_correction)
     removed_rows = lookup[change.removed_ids]
     added_rows = lookup[change.added_ids]
     changed = (
@@ -863,10 +865,9 @@ def _keep_reference_current(
     training set: the removed rows' terms subtracted, the added rows' added. Where
     the old cache has none and the request wants one, it is built from the new
     training set at the old cache's model (and serves this request's replay). A
-    request without the correction drops it (as the Grams)."""
+    request without the correction drops it (as the Grams: ``cache`` has no
+    copy of it then)."""
     if not settings.reference_correction:
-        cache.reference_point = cache.reference_hessian = None
-        cache.reference_weight = 0.0
         return
     if cache.reference_hessian is None:
         cache.reference_point, cache.reference_hessian, cache.reference_weight = (

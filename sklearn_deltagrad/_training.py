@@ -120,11 +120,12 @@ class TrainingCache:
     def copy(self):
         return self.successor(self.weights.shape[0])
 
-    def successor(self, n_kept, keep_grams=True):
+    def successor(self, n_kept, keep_grams=True, keep_reference=True):
         """A new cache that shares no memory with this one: iterations before
         ``n_kept`` are copied, the rows of the later ones are left for the caller
         to write (allocated, not filled: a replay writes each of them once). The
-        Grams are copied, or dropped with ``keep_grams=False``."""
+        Grams are copied, or dropped with ``keep_grams=False``, and the reference
+        Hessian alike with ``keep_reference``."""
         keep_grams = keep_grams and self.grams is not None
         weights = np.empty_like(self.weights)
         gradients = np.empty_like(self.gradients)
@@ -141,25 +142,26 @@ class TrainingCache:
                 if keep_grams and self.gram_points is not None
                 else None
             ),
-            **self._reference_copy(),
+            **self._reference_copy(keep_reference),
         )
 
-    def sharing_trajectory(self):
+    def sharing_trajectory(self, keep_reference=True):
         """A new cache with this one's iterates and gradients (not copied: an
         in-place request rewrites them), copies of the flags, the final parameters
-        and the reference Hessian, and no Grams (a request sets them)."""
+        and (with ``keep_reference``) the reference Hessian, and no Grams (a
+        request sets them)."""
         return TrainingCache(
             self.weights,
             self.gradients,
             self.exact.copy(),
             self.final.copy(),
-            **self._reference_copy(),
+            **self._reference_copy(keep_reference),
         )
 
-    def _reference_copy(self):
+    def _reference_copy(self, keep):
         # Copied (n_params^2 floats, 1.2 MB on covtype's 7 classes): a request
         # updates its successor's for the changed rows.
-        if self.reference_hessian is None:
+        if not keep or self.reference_hessian is None:
             return {}
         return {
             "reference_point": self.reference_point.copy(),
