@@ -331,10 +331,13 @@ def replay_iterations(
                 loss, n_outputs, fit_intercept, at_reference, workspace,
                 removed_part,
             )  # fmt: skip
+            # The sample's products at r are subtracted apart here, where the CPU
+            # loop folds them into its one pass over the sample.
+            factor = beta * kept_weight / (kept_weight + removed_weight)
+            kernels.combine(out, -factor, at_reference, out)
             kernels.add_reference_correction(
-                d_reference_hessian, reference_weight, at_reference, v,
-                beta * kept_weight / (kept_weight + removed_weight), out,
-            )  # fmt: skip
+                d_reference_hessian, reference_weight, v, factor, out
+            )
 
     t = t_start
     resume = None

@@ -52,6 +52,7 @@ from ._kernels.cpu import (
     SQUARED,
     add_penalty,
     as_kernel_rows,
+    hessian_difference_sum,
     hessian_vector_sum,
     loss_curvature_product,
     row_into,
@@ -326,22 +327,32 @@ def subsampled_hessian_product(
     subset of them), the removed rows' exactly. With every kept row in ``sample``
     the product is exact.
     """
+    referenced_hessian_product(
+        X, Y, sample_weight, sample, kept_weight, removed, w, w, 0.0, v, alpha,
+        offset, loss, n_outputs, fit_intercept, out,
+    )  # fmt: skip
+
+
+@njit(cache=True)
+def referenced_hessian_product(
+    X, Y, sample_weight, sample, kept_weight, removed, w, reference, beta, v, alpha,
+    offset, loss, n_outputs, fit_intercept, out,
+):  # fmt: skip
+    """As :func:`subsampled_hessian_product`, each sampled row's Hessian at ``w``
+    less ``beta`` times its Hessian at ``reference`` (the reference correction's
+    sample; :func:`add_reference_correction` adds the reference Hessian's share).
+
+    ``out = ((b / s) sum_sample (H_i(w) - beta H_i(reference)) v + sum_removed
+    H_i(w) v) / b_old + alpha P v``, ``b`` the kept weight, ``s`` the sample's and
+    ``b_old`` the original batch's; one pass over the sample for both points.
+    """
     out[:] = 0.0
     sample_weight_sum = weight_sum(sample_weight, sample)
     if sample_weight_sum > 0.0:
-        hessian_vector_sum(
-            X,
-            Y,
-            sample_weight,
-            sample,
-            w,
-            v,
-            offset,
-            loss,
-            n_outputs,
-            fit_intercept,
-            out,
-        )
+        hessian_difference_sum(
+            X, Y, sample_weight, sample, w, reference, beta, v, offset, loss,
+            n_outputs, fit_intercept, out,
+        )  # fmt: skip
         out *= kept_weight / sample_weight_sum
     if removed.shape[0] > 0:
         hessian_vector_sum(
@@ -667,11 +678,11 @@ def build_reference(X, sample_weight, rows, point, model):
 
 
 @njit(cache=True)
-def add_reference_correction(
-    reference_hessian, reference_weight, at_reference, v, factor, out
-):
-    """``out += factor * (H_r v / n_r - at_reference)``: the reference Hessian's
-    mean product minus the sample's mean product at the reference point."""
+def add_reference_correction(reference_hessian, reference_weight, v, factor, out):
+    """``out += factor * H_r v / n_r``: the reference Hessian's mean product (the
+    sample's products at the reference point are subtracted by
+    :func:`referenced_hessian_product`)."""
     full = np.dot(reference_hessian, v)
+    scale = factor / reference_weight
     for i in range(out.shape[0]):
-        out[i] += factor * (full[i] / reference_weight - at_reference[i])
+        out[i] += scale * full[i]

@@ -28,9 +28,9 @@ from ._curvature import (
     lbfgs_product,
     lbfgs_push_pair,
     pair_difference,
+    referenced_hessian_product,
     secant_control_sums,
     secant_weight,
-    subsampled_hessian_product,
     update_grams,
     update_grams_in_place,
 )
@@ -415,26 +415,21 @@ def _sampled_product(
     n_kept = batch_rows.shape[0] - added.shape[0]
     sample = batch_rows[: min(hessian_rows, n_kept)]
     kept_weight = b_new - weight_sum(sample_weight, added)
-    subsampled_hessian_product(
-        X, Y, sample_weight, sample, kept_weight, removed, point, v, alpha, offset,
-        loss, n_outputs, fit_intercept, out,
-    )  # fmt: skip
+    # The reference correction (see _curvature): beta = 0 for a sample of the whole
+    # batch, whose product is exact.
+    beta = 0.0
     if reference_hessian.shape[0] == out.shape[0] and kept_weight > 0.0:
-        # The reference correction (see _curvature): beta = 0 for a sample of the
-        # whole batch, whose product is exact.
         beta = 1.0 - weight_sum(sample_weight, sample) / kept_weight
-        if beta > 0.0:
-            at_reference = np.empty_like(out)
-            subsampled_hessian_product(
-                X, Y, sample_weight, sample, kept_weight, removed[:0],
-                reference_point, v, 0.0, offset, loss, n_outputs, fit_intercept,
-                at_reference,
-            )  # fmt: skip
-            old_weight = kept_weight + weight_sum(sample_weight, removed)
-            add_reference_correction(
-                reference_hessian, reference_weight, at_reference, v,
-                beta * kept_weight / old_weight, out,
-            )  # fmt: skip
+    referenced_hessian_product(
+        X, Y, sample_weight, sample, kept_weight, removed, point, reference_point,
+        beta, v, alpha, offset, loss, n_outputs, fit_intercept, out,
+    )  # fmt: skip
+    if beta > 0.0:
+        old_weight = kept_weight + weight_sum(sample_weight, removed)
+        add_reference_correction(
+            reference_hessian, reference_weight, v, beta * kept_weight / old_weight,
+            out,
+        )  # fmt: skip
 
 
 @njit(cache=True)

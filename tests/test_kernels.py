@@ -11,6 +11,7 @@ from sklearn_deltagrad._curvature import (
     lbfgs_factorize,
     lbfgs_product,
     lbfgs_push_pair,
+    referenced_hessian_product,
     subsampled_hessian_product,
 )
 from sklearn_deltagrad._kernels import cpu
@@ -582,6 +583,29 @@ def test_subsampled_hessian_product(
     exact = hess(kept) @ v / kept_weight + model.alpha * mask * v
     nothing = np.zeros(0, dtype=np.int64)
     assert rel_err(product(kept, kept_weight, nothing), exact) < 1e-10
+    # With the reference correction's sample: each sampled row's Hessian less beta
+    # times its Hessian at the reference point (the removed rows' at w only).
+    reference = w + 0.5 * rng.standard_normal(w.size)
+    named = kernel_args(rows_in, Y, model, w, v=v, out=out)
+    call(
+        referenced_hessian_product,
+        **named,
+        sample_weight=sample_weight,
+        sample=sample,
+        kept_weight=kept_weight,
+        removed=removed,
+        reference=reference,
+        beta=0.4,
+    )
+    at_reference = ref.hessian(
+        X[sample], Y[sample], reference, model,
+        reference_weights(weights, sample_weight, sample),
+    )  # fmt: skip
+    expected = (
+        estimate
+        - 0.4 * (kept_weight / sample_weight_sum) * (at_reference @ v) / old_weight
+    )
+    assert rel_err(out, expected) < 1e-10
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -631,3 +655,17 @@ def test_blocked_batch_sums_match_reference(loss, n_outputs, n_rows, layout):
     assert rel_err(gradient, expected) < 1e-10
     hessian = ref.hessian(X[rows], Y[rows], w, model, row_weights)
     assert rel_err(product, hessian @ v) < 1e-10
+    # The reference correction's sample: Hessians at w less 0.3 times those at a
+    # reference point, in one pass.
+    reference = w + 0.5 * rng.standard_normal(w.size)
+    difference = np.zeros(w.size)
+    call(
+        cpu.hessian_difference_sum,
+        **named,
+        reference=reference,
+        beta=0.3,
+        out=difference,
+        sample_weight=sample_weight,
+    )
+    at_reference = ref.hessian(X[rows], Y[rows], reference, model, row_weights)
+    assert rel_err(difference, (hessian - 0.3 * at_reference) @ v) < 1e-10

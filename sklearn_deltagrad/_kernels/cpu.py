@@ -337,6 +337,16 @@ def add_output_hessian_products(
     raise TypeError(_COMPILED_ONLY)
 
 
+def add_output_hessian_differences(
+    X, Y, sample_weight, rows, w, reference, v, shift_w, shift_r, shift_v, beta,
+    loss, n_outputs, out, total,
+):  # fmt: skip
+    """As :func:`add_output_hessian_products` for ``r_i`` the difference of the
+    output Hessians at ``x_i W + shift_w`` and (times ``beta``) at ``x_i R +
+    shift_r``, times the outputs of ``v``: one pass over the rows for both."""
+    raise TypeError(_COMPILED_ONLY)
+
+
 @njit(cache=True)
 def _rowwise_output_gradients(
     X, Y, sample_weight, rows, w, shift, loss, n_outputs, out, total
@@ -353,19 +363,37 @@ def _rowwise_output_gradients(
 
 
 @njit(cache=True)
-def _rowwise_output_hessian_products(
-    X, Y, sample_weight, rows, w, v, shift_w, shift_v, loss, n_outputs, out, total
-):
+def _rowwise_output_hessian_differences(
+    X, Y, sample_weight, rows, w, reference, v, shift_w, shift_r, shift_v, beta,
+    loss, n_outputs, out, total,
+):  # fmt: skip
     z = np.empty(n_outputs)
     u = np.empty(n_outputs)
     hu = np.empty(n_outputs)
+    z_ref = np.empty(n_outputs)
+    hu_ref = np.empty(n_outputs)
     for idx in range(rows.shape[0]):
         i = rows[idx]
         paired_linear_outputs(X, i, w, v, shift_w, shift_v, n_outputs, z, u)
         loss_curvature_product(loss, z, u, hu)
+        if beta != 0.0:
+            linear_outputs(X, i, reference, shift_r, n_outputs, z_ref)
+            loss_curvature_product(loss, z_ref, u, hu_ref)
+            for k in range(n_outputs):
+                hu[k] -= beta * hu_ref[k]
         hu *= sample_weight[i]
         add_outer(X, i, hu, n_outputs, out)
         total += hu
+
+
+@njit(cache=True)
+def _rowwise_output_hessian_products(
+    X, Y, sample_weight, rows, w, v, shift_w, shift_v, loss, n_outputs, out, total
+):
+    _rowwise_output_hessian_differences(
+        X, Y, sample_weight, rows, w, w, v, shift_w, shift_w, shift_v, 0.0, loss,
+        n_outputs, out, total,
+    )  # fmt: skip
 
 
 @njit(cache=True)
@@ -411,22 +439,27 @@ def _add_block_outer(block, residuals, out):
 
 @njit(cache=True)
 def _blocked_output_sums(
-    X, Y, sample_weight, rows, columns, shifts, loss, n_outputs, hessian, out, total
-):
-    """The dense batch sums of both primitives above, block by block of rows.
+    X, Y, sample_weight, rows, columns, shifts, loss, n_outputs, hessian, beta, out,
+    total,
+):  # fmt: skip
+    """The dense batch sums of the primitives above, block by block of rows.
 
-    ``columns`` (``p x K``, or ``p x 2K`` with a direction ``v`` beside the
-    parameters) and ``shifts`` give the outputs by one matrix product per block;
-    each row's vector (the loss derivative, or with ``hessian`` the output Hessian
-    times the direction's outputs) is weighted, added to ``total``, and the block's
-    outer products to ``out`` by a second product.
+    ``columns`` (``p x K``; ``p x 2K`` with a direction ``v`` beside the
+    parameters; ``p x 3K`` with a reference point after it) and ``shifts`` give the
+    outputs by one matrix product per block; each row's vector (the loss
+    derivative, or with ``hessian`` the output Hessian times the direction's
+    outputs, less ``beta`` times the reference point's) is weighted, added to
+    ``total``, and the block's outer products to ``out`` by a second product.
     """
     n_rows = rows.shape[0]
+    with_reference = columns.shape[1] == 3 * n_outputs
     block_buffer = np.empty((min(_BLOCK_ROWS, n_rows), X.shape[1]))
     vector_buffer = np.empty((block_buffer.shape[0], n_outputs))
     z = np.empty(n_outputs)
     u = np.empty(n_outputs)
     r = np.empty(n_outputs)
+    z_ref = np.empty(n_outputs)
+    r_ref = np.empty(n_outputs)
     for start in range(0, n_rows, _BLOCK_ROWS):
         size = min(_BLOCK_ROWS, n_rows - start)
         block = block_buffer[:size]
@@ -441,6 +474,13 @@ def _blocked_output_sums(
                 for k in range(n_outputs):
                     u[k] = outputs[idx, n_outputs + k] + shifts[n_outputs + k]
                 loss_curvature_product(loss, z, u, r)
+                if with_reference:
+                    for k in range(n_outputs):
+                        z_ref[k] = outputs[idx, 2 * n_outputs + k]
+                        z_ref[k] += shifts[2 * n_outputs + k]
+                    loss_curvature_product(loss, z_ref, u, r_ref)
+                    for k in range(n_outputs):
+                        r[k] -= beta * r_ref[k]
             else:
                 loss_residual(loss, z, Y[i], r)
             for k in range(n_outputs):
@@ -470,8 +510,9 @@ def _dense_output_gradients(
     columns = np.empty((X.shape[1], n_outputs))
     _put_coefficients(w, n_outputs, columns, 0)
     _blocked_output_sums(
-        X, Y, sample_weight, rows, columns, shift, loss, n_outputs, False, out, total
-    )
+        X, Y, sample_weight, rows, columns, shift, loss, n_outputs, False, 0.0, out,
+        total,
+    )  # fmt: skip
 
 
 @njit(cache=True)
@@ -500,8 +541,33 @@ def _dense_output_hessian_products(
     _put_coefficients(v, n_outputs, columns, n_outputs)
     shifts = np.concatenate((shift_w, shift_v))
     _blocked_output_sums(
-        X, Y, sample_weight, rows, columns, shifts, loss, n_outputs, True, out, total
-    )
+        X, Y, sample_weight, rows, columns, shifts, loss, n_outputs, True, 0.0, out,
+        total,
+    )  # fmt: skip
+
+
+@njit(cache=True)
+def _dense_output_hessian_differences(
+    X, Y, sample_weight, rows, w, reference, v, shift_w, shift_r, shift_v, beta,
+    loss, n_outputs, out, total,
+):  # fmt: skip
+    if rows.shape[0] < _MIN_BLOCK_ROWS:
+        _rowwise_output_hessian_differences(
+            X, Y, sample_weight, rows, w, reference, v, shift_w, shift_r, shift_v,
+            beta, loss, n_outputs, out, total,
+        )  # fmt: skip
+        return
+    # One gather and two products for both points (the reference correction's
+    # difference): about half the cost of two Hessian samples.
+    columns = np.empty((X.shape[1], 3 * n_outputs))
+    _put_coefficients(w, n_outputs, columns, 0)
+    _put_coefficients(v, n_outputs, columns, n_outputs)
+    _put_coefficients(reference, n_outputs, columns, 2 * n_outputs)
+    shifts = np.concatenate((shift_w, shift_v, shift_r))
+    _blocked_output_sums(
+        X, Y, sample_weight, rows, columns, shifts, loss, n_outputs, True, beta, out,
+        total,
+    )  # fmt: skip
 
 
 # Registered like the row primitives (the compiled functions' Python sources).
@@ -511,6 +577,11 @@ for _primitive, _dense, _csr in [
         add_output_hessian_products,
         _dense_output_hessian_products,
         _rowwise_output_hessian_products,
+    ),
+    (
+        add_output_hessian_differences,
+        _dense_output_hessian_differences,
+        _rowwise_output_hessian_differences,
     ),
 ]:
     _register_row_primitive(_primitive, _dense.py_func, _csr.py_func)
@@ -564,14 +635,36 @@ def hessian_vector_sum(
     X, Y, sample_weight, rows, w, v, offset, loss, n_outputs, fit_intercept, out
 ):
     """Add the weighted sum over ``rows`` of the loss Hessians at ``w`` times ``v``."""
+    hessian_difference_sum(
+        X, Y, sample_weight, rows, w, w, 0.0, v, offset, loss, n_outputs,
+        fit_intercept, out,
+    )  # fmt: skip
+
+
+@njit(cache=True)
+def hessian_difference_sum(
+    X, Y, sample_weight, rows, w, reference, beta, v, offset, loss, n_outputs,
+    fit_intercept, out,
+):  # fmt: skip
+    """Add the weighted sum over ``rows`` of ``(H_i(w) - beta H_i(reference)) v``,
+    ``H_i`` the loss Hessians (``reference`` unused when ``beta`` is 0)."""
     shift_w = np.empty(n_outputs)
     shift_v = np.empty(n_outputs)
     total = np.zeros(n_outputs)
     output_shift(w, offset, n_outputs, fit_intercept, shift_w)
     output_shift(v, offset, n_outputs, fit_intercept, shift_v)
-    add_output_hessian_products(
-        X, Y, sample_weight, rows, w, v, shift_w, shift_v, loss, n_outputs, out, total
-    )
+    if beta == 0.0:
+        add_output_hessian_products(
+            X, Y, sample_weight, rows, w, v, shift_w, shift_v, loss, n_outputs, out,
+            total,
+        )  # fmt: skip
+    else:
+        shift_r = np.empty(n_outputs)
+        output_shift(reference, offset, n_outputs, fit_intercept, shift_r)
+        add_output_hessian_differences(
+            X, Y, sample_weight, rows, w, reference, v, shift_w, shift_r, shift_v,
+            beta, loss, n_outputs, out, total,
+        )  # fmt: skip
     add_centered_totals(total, offset, n_outputs, fit_intercept, out)
 
 

@@ -860,25 +860,21 @@ def subsampled_hessian_product(
 
 
 @cuda.jit
-def _reference_correction_kernel(
-    reference_hessian, reference_weight, at_reference, v, factor, out
-):
+def _reference_correction_kernel(reference_hessian, reference_weight, v, factor, out):
     i = cuda.grid(1)
     if i >= out.shape[0]:
         return
     full = 0.0
     for j in range(v.shape[0]):
         full += reference_hessian[i, j] * v[j]
-    out[i] += factor * (full / reference_weight - at_reference[i])
+    out[i] += factor * full / reference_weight
 
 
-def add_reference_correction(
-    reference_hessian, reference_weight, at_reference, v, factor, out
-):
-    """``out += factor * (H_r v / n_r - at_reference)`` (see the CPU
+def add_reference_correction(reference_hessian, reference_weight, v, factor, out):
+    """``out += factor * H_r v / n_r`` (see the CPU
     :func:`~sklearn_deltagrad._curvature.add_reference_correction`)."""
     _reference_correction_kernel[n_blocks(out.shape[0]), THREADS](
-        reference_hessian, reference_weight, at_reference, v, factor, out
+        reference_hessian, reference_weight, v, factor, out
     )
 
 
