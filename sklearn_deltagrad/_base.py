@@ -119,7 +119,7 @@ class _BaseDeltaGrad(BaseEstimator):
         lbfgs_memory="auto",
         hessian_rows="auto",
         secant_correction=True,
-        reference_correction=False,
+        reference_correction=True,
         max_change_share=0.5,
         max_drift=None,
         max_cache_bytes=DEFAULT_MAX_CACHE_BYTES,

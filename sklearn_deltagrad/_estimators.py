@@ -102,7 +102,7 @@ class DeltaGradLogisticRegression(ClassifierMixin, _BaseDeltaGrad):
         a9a) and 5-15x with full batches (MNIST), little change with batches of
         1,024 rows. With ``batch_size=None`` it makes ``curvature="auto"`` take
         the ``"hessian"`` model. ``False``: the plain sampled product.
-    reference_correction : bool, default=False
+    reference_correction : bool, default=True
         For the ``"hessian"`` model of at most 2,048 parameters: subtract from
         each sampled row's Hessian product the same row's product at a fixed
         reference point (the model at ``fit``), and add the whole training set's
@@ -110,12 +110,12 @@ class DeltaGradLogisticRegression(ClassifierMixin, _BaseDeltaGrad):
         the rows' curvature moved since ``fit``. Costs one ``n_params x
         n_params`` matrix (1.2 MB on covtype's 7 classes), built at ``fit`` (or
         at the first request that uses it) and updated by every request for its
-        changed rows, a matrix-vector product and a second sampled product per
-        approximate iteration. Measured on covtype (7 classes, batches of 16,384
-        rows, 128 rows, removal of 0.1% and 1%): 3.2x and 2x closer to the exact
-        retrain (0.0217 to 0.0068, 0.0140 to 0.0070) for 10% more request time
-        (25-40% more with batches of 4,096 rows). Larger models run without it;
-        a request with it off drops the matrix.
+        changed rows, and per approximate iteration a matrix-vector product and
+        a second point in the sample's pass. Measured on covtype (7 classes, 128
+        rows, removal of 0.1%): 3x closer to the exact retrain (0.0218 to 0.0068
+        with batches of 4,096 rows, 0.0138 to 0.0047 with 16,384) for 15% and 11%
+        more request time. Larger models run without it; ``False`` (or a request
+        with it off, which drops the matrix): the sample alone.
     class_weight : dict, "balanced" or None, default=None
         Weights of the classes, ``{label: weight}``, multiplied into
         ``sample_weight``. ``"balanced"`` computes ``n_samples / (n_classes *
@@ -268,7 +268,7 @@ class DeltaGradLogisticRegression(ClassifierMixin, _BaseDeltaGrad):
         lbfgs_memory="auto",
         hessian_rows="auto",
         secant_correction=True,
-        reference_correction=False,
+        reference_correction=True,
         class_weight=None,
         max_change_share=0.5,
         max_drift=None,
@@ -577,7 +577,7 @@ class DeltaGradRidge(RegressorMixin, _BaseDeltaGrad):
         a9a) and 5-15x with full batches (MNIST), little change with batches of
         1,024 rows. With ``batch_size=None`` it makes ``curvature="auto"`` take
         the ``"hessian"`` model. ``False``: the plain sampled product.
-    reference_correction : bool, default=False
+    reference_correction : bool, default=True
         For the ``"hessian"`` model of at most 2,048 parameters: subtract from
         each sampled row's Hessian product the same row's product at a fixed
         reference point (the model at ``fit``), and add the whole training set's
@@ -585,12 +585,12 @@ class DeltaGradRidge(RegressorMixin, _BaseDeltaGrad):
         the rows' curvature moved since ``fit``. Costs one ``n_params x
         n_params`` matrix (1.2 MB on covtype's 7 classes), built at ``fit`` (or
         at the first request that uses it) and updated by every request for its
-        changed rows, a matrix-vector product and a second sampled product per
-        approximate iteration. Measured on covtype (7 classes, batches of 16,384
-        rows, 128 rows, removal of 0.1% and 1%): 3.2x and 2x closer to the exact
-        retrain (0.0217 to 0.0068, 0.0140 to 0.0070) for 10% more request time
-        (25-40% more with batches of 4,096 rows). Larger models run without it;
-        a request with it off drops the matrix.
+        changed rows, and per approximate iteration a matrix-vector product and
+        a second point in the sample's pass. Measured on covtype (7 classes, 128
+        rows, removal of 0.1%): 3x closer to the exact retrain (0.0218 to 0.0068
+        with batches of 4,096 rows, 0.0138 to 0.0047 with 16,384) for 15% and 11%
+        more request time. Larger models run without it; ``False`` (or a request
+        with it off, which drops the matrix): the sample alone.
     max_change_share : float in (0, 1] or None, default=0.5
         Fallback: a ``method="deltagrad"`` request that removes or adds more than
         this share of the current training rows is served by the exact retrain

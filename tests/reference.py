@@ -401,6 +401,7 @@ def deltagrad_replay(
     sample_weight=None,
     curvature_bound=None,
     gram_points=None,
+    reference=None,
 ):
     """The DeltaGrad replay of DESIGN section 4, in NumPy.
 
@@ -438,6 +439,12 @@ def deltagrad_replay(
     clipped to ``[0, 1]``, the
     sums running over the scheduled exact iterations that have an anchor (with
     their own ``H_mid`` and ``y``), ``c = 0`` before the first.
+
+    ``reference`` (``"hessian"`` only): ``(r, reference_ids)``, the reference
+    control variate. With ``beta = 1 - size(sample) / size(kept)`` the kept rows'
+    Hessian sum becomes ``(size(kept) / size(sample)) sum_sample (H_i(w_mid) -
+    beta H_i(r)) + beta size(kept) H_r`` with ``H_r`` the mean Hessian at ``r`` of
+    the rows ``reference_ids``.
     """
     X = dense(X)
     Y = np.asarray(Y, dtype=np.float64)
@@ -518,6 +525,15 @@ def deltagrad_replay(
             H = hess(removed, w_mid)
             if size(sample) > 0:
                 H = H + hess(sample, w_mid) * (size(kept) / size(sample))
+            if reference is not None and size(kept) > 0:
+                beta = 1.0 - size(sample) / size(kept)
+                if beta > 0:
+                    point, reference_ids = reference
+                    mean = hess(reference_ids, point) / size(reference_ids)
+                    H = H + beta * size(kept) * mean
+                    if size(sample) > 0:
+                        at_point = hess(sample, point) * (size(kept) / size(sample))
+                        H = H - beta * at_point
             H = H / b_old + alpha * np.diag(mask.astype(float))
         curv = None
         if usable and b_old > 0 and not scheduled:
@@ -633,6 +649,9 @@ def state_of(est):
         "gradients": cache.gradients.copy(),
         "exact": cache.exact.copy(),
         "final": cache.final.copy(),
+        "reference_point": (
+            None if cache.reference_point is None else cache.reference_point.copy()
+        ),
     }
 
 
@@ -655,6 +674,13 @@ def replay_request(
     """The NumPy replay of the request that took snapshot ``before`` to ``after``,
     with the replay settings of ``est`` and the rows' weights."""
     X, Y, ids, sample_weight = union_rows(before, after)
+    reference = None
+    if est._replay_settings().reference_correction:
+        # The original rows' Hessian at the fitted model, or where a request
+        # built it: the new rows' at the old final parameters.
+        reference = (before["reference_point"], before["ids"])
+        if reference[0] is None:
+            reference = (before["final"], after["ids"])
     return deltagrad_replay(
         X,
         Y,
@@ -674,4 +700,5 @@ def replay_request(
         lbfgs_form=lbfgs_form,
         sample_weight=sample_weight,
         curvature_bound=curvature_bound,
+        reference=reference,
     )

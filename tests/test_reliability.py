@@ -526,9 +526,15 @@ def test_memory_guard_counts_gram_matrices(cls):
     cls(**params, max_cache_bytes=nbytes).fit(X, y)
     with pytest.raises(CacheTooLargeError, match="'gram' curvature model"):
         cls(**params, max_cache_bytes=nbytes - 1).fit(X, y)
-    # Without the Gram model the same fit is smaller than that by the Grams.
-    hessian = cls(**{**params, "curvature": "hessian"}).fit(X, y)
+    # Without the Gram model the same fit is smaller than that by the Grams, and
+    # the Hessian model's reference matrix counts in their place.
+    plain = {**params, "curvature": "hessian", "reference_correction": False}
+    hessian = cls(**plain).fit(X, y)
     assert hessian.cache_nbytes_ == nbytes - cache.grams.nbytes - points
+    referenced = cls(**{**plain, "reference_correction": True}).fit(X, y)
+    reference = referenced._cache.reference_hessian
+    assert reference.shape == (6, 6)
+    assert referenced.cache_nbytes_ >= hessian.cache_nbytes_ + reference.nbytes
 
 
 def test_memory_guard_message_for_a_huge_fit():

@@ -229,6 +229,10 @@ REPLAY_SETTINGS = [
         {"curvature": "hessian", "hessian_rows": 3, "secant_correction": False},
         id="hessian-3rows-plain",
     ),
+    pytest.param(
+        {"curvature": "hessian", "hessian_rows": 3, "reference_correction": False},
+        id="hessian-3rows-noref",
+    ),
     # Checks at every second iteration: the secant weight is refitted often.
     pytest.param(
         {"curvature": "hessian", "hessian_rows": 5, "exact_period": 2, "burn_in": 3},
