@@ -582,6 +582,9 @@ class _BaseDeltaGrad(BaseEstimator):
 
     def _replay_settings(self):
         curvature = self._curvature_code(self._model, self._schedule.n_iterations)
+        referenced = uses_reference(
+            getattr(self, "reference_correction", False), curvature, self._model
+        )
         return ReplaySettings(
             burn_in=int(self.burn_in),
             exact_period=int(self.exact_period),
@@ -591,11 +594,11 @@ class _BaseDeltaGrad(BaseEstimator):
                 self._model,
                 self._batch_nonzeros,
             ),
-            hessian_rows=resolve_hessian_rows(self.hessian_rows, self._model),
-            secant_correction=bool(self.secant_correction),
-            reference_correction=uses_reference(
-                getattr(self, "reference_correction", False), curvature, self._model
+            hessian_rows=resolve_hessian_rows(
+                self.hessian_rows, self._model, referenced
             ),
+            secant_correction=bool(self.secant_correction),
+            reference_correction=referenced,
         )
 
     @staticmethod

@@ -608,13 +608,14 @@ def resolved_curvature(est):
     return "lbfgs"
 
 
-def hessian_rows_of(est):
-    """The rows ``hessian_rows="auto"`` stands for (the documented rule)."""
+def hessian_rows_of(est, referenced=False):
+    """The rows ``hessian_rows="auto"`` stands for (the documented rule), with the
+    reference correction when ``referenced``."""
     if est.hessian_rows != "auto":
         return est.hessian_rows
     model = est._model
     if model.n_outputs > 1:
-        return 128
+        return 64 if referenced else 128
     n_params = model.n_features + int(model.fit_intercept)
     return min(512, max(256, 4 * n_params))
 
@@ -628,6 +629,18 @@ def lbfgs_memory_of(est):
     model = est._model
     d = (model.n_features + int(model.fit_intercept)) * model.n_outputs
     return int(min(32, max(2, est._batch_nonzeros * model.n_outputs // (8 * d))))
+
+
+def uses_reference_of(est):
+    """Whether ``est``'s replay has the reference correction (the documented rule:
+    the ``"hessian"`` model of at most 2,048 parameters)."""
+    model = est._model
+    n_params = (model.n_features + int(model.fit_intercept)) * model.n_outputs
+    return (
+        bool(est.reference_correction)
+        and resolved_curvature(est) == "hessian"
+        and n_params <= 2048
+    )
 
 
 def state_of(est):
@@ -675,7 +688,7 @@ def replay_request(
     with the replay settings of ``est`` and the rows' weights."""
     X, Y, ids, sample_weight = union_rows(before, after)
     reference = None
-    if est._replay_settings().reference_correction:
+    if uses_reference_of(est):
         # The original rows' Hessian at the fitted model, or where a request
         # built it: the new rows' at the old final parameters.
         reference = (before["reference_point"], before["ids"])
@@ -695,7 +708,7 @@ def replay_request(
         exact_period=est.exact_period,
         curvature=resolved_curvature(est),
         lbfgs_memory=lbfgs_memory_of(est),
-        hessian_rows=hessian_rows_of(est),
+        hessian_rows=hessian_rows_of(est, reference is not None),
         secant_correction=bool(est.secant_correction),
         lbfgs_form=lbfgs_form,
         sample_weight=sample_weight,

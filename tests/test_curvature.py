@@ -456,13 +456,23 @@ def test_secant_correction_beats_plain_hessian_on_real_data(load_dataset):
 
 
 def test_auto_hessian_rows():
-    """``hessian_rows="auto"``: 128 rows for several outputs; for one output four
-    per parameter, at least 256 and at most 512."""
+    """``hessian_rows="auto"``: 128 rows for several outputs, 64 with the reference
+    correction; for one output four per parameter, at least 256 and at most 512."""
     X, y = make_classification(200, 6, n_informative=4, n_classes=3, random_state=0)
     multi = DeltaGradLogisticRegression(max_iter=2, random_state=0).fit(X, y)
     binary = DeltaGradLogisticRegression(max_iter=2, random_state=0).fit(X, y > 0)
     ridge = DeltaGradRidge(max_iter=2, random_state=0).fit(X, y.astype(float))
+    assert multi._replay_settings().reference_correction
+    assert multi._replay_settings().hessian_rows == 64
+    assert ref.hessian_rows_of(multi, ref.uses_reference_of(multi)) == 64
+    multi.set_params(reference_correction=False)
     assert multi._replay_settings().hessian_rows == 128
+    assert ref.hessian_rows_of(multi, ref.uses_reference_of(multi)) == 128
+    # Too many parameters for the reference matrix (3 x 701 > 2,048): 128 rows.
+    Xw = np.tile(X, (1, 117))[:, :700]
+    large = DeltaGradLogisticRegression(max_iter=2, curvature="hessian").fit(Xw, y)
+    assert not large._replay_settings().reference_correction
+    assert large._replay_settings().hessian_rows == 128
     assert binary._replay_settings().hessian_rows == 256
     assert ridge._replay_settings().hessian_rows == 256
     assert resolve_hessian_rows(64, binary._model) == 64
