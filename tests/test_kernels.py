@@ -528,10 +528,12 @@ def test_subsampled_hessian_product(
     v = rng.standard_normal(w.size)
     out = rng.standard_normal(w.size)  # overwritten, not added to
 
-    def product(sample, kept_weight, removed):
-        named = kernel_args(rows_in, Y, model, w, v=v, out=out)
+    def product(
+        sample, kept_weight, removed, kernel=subsampled_hessian_product, **more
+    ):
+        named = kernel_args(rows_in, Y, model, w, v=v, out=out, **more)
         call(
-            subsampled_hessian_product,
+            kernel,
             **named,
             sample_weight=sample_weight,
             sample=sample,
@@ -586,17 +588,10 @@ def test_subsampled_hessian_product(
     # With the reference correction's sample: each sampled row's Hessian less beta
     # times its Hessian at the reference point (the removed rows' at w only).
     reference = w + 0.5 * rng.standard_normal(w.size)
-    named = kernel_args(rows_in, Y, model, w, v=v, out=out)
-    call(
-        referenced_hessian_product,
-        **named,
-        sample_weight=sample_weight,
-        sample=sample,
-        kept_weight=kept_weight,
-        removed=removed,
-        reference=reference,
-        beta=0.4,
-    )
+    referenced = product(
+        sample, kept_weight, removed, referenced_hessian_product,
+        reference=reference, beta=0.4,
+    )  # fmt: skip
     at_reference = ref.hessian(
         X[sample], Y[sample], reference, model,
         reference_weights(weights, sample_weight, sample),
@@ -605,7 +600,7 @@ def test_subsampled_hessian_product(
         estimate
         - 0.4 * (kept_weight / sample_weight_sum) * (at_reference @ v) / old_weight
     )
-    assert rel_err(out, expected) < 1e-10
+    assert rel_err(referenced, expected) < 1e-10
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
