@@ -80,8 +80,11 @@ class DeltaGradLogisticRegression(ClassifierMixin, _BaseDeltaGrad):
         user guide's "What it does not guarantee"). ``"auto"`` takes ``"gram"``
         for two classes with at most 127 features whose ``T`` matrices take at
         most 256 MiB; otherwise ``"hessian"`` when ``hessian_rows * n_outputs >=
-        2 * n_params`` or for full batches (``batch_size=None``) with
-        ``secant_correction``, and ``"lbfgs"`` otherwise.
+        2 * n_params`` (``hessian_rows="auto"`` counted as 128 here, with or
+        without ``reference_correction``) or for full batches
+        (``batch_size=None``) with ``secant_correction``, and ``"lbfgs"``
+        otherwise. An explicit ``hessian_rows`` below that bound therefore
+        selects ``"lbfgs"``: pass ``curvature="hessian"`` with it.
     lbfgs_memory : int or "auto", default="auto"
         ``m``, the number of curvature pairs of the L-BFGS model. ``"auto"``: 32,
         fewer (at least 2) where a product with the L-BFGS matrix would cost more

@@ -1,0 +1,56 @@
+"""The benchmark's timer: runs of the methods it compares alternate, each keeps its
+best time, and a method stops repeating once one run is long."""
+
+import itertools
+
+from benchmarks import unlearning
+from benchmarks.unlearning import best_of, interleaved_best_of
+
+
+def fake_clock(monkeypatch, durations):
+    """Make ``unlearning.timed`` report ``durations[name]`` (one per run, in
+    order) for a run of ``name``, and return the list of names it was called
+    with."""
+    calls = []
+    remaining = {name: iter(values) for name, values in durations.items()}
+
+    def timed(function, *args):
+        name = function(*args)
+        calls.append(name)
+        return next(remaining[name]), f"{name}#{calls.count(name)}"
+
+    monkeypatch.setattr(unlearning, "timed", timed)
+    return calls
+
+
+def candidate(name):
+    return (lambda: name, lambda made: made)
+
+
+def test_runs_alternate_and_keep_each_best(monkeypatch):
+    calls = fake_clock(monkeypatch, {"dg": [0.5, 0.3, 0.4], "exact": [2.0, 2.5, 1.8]})
+    (dg_s, dg, dg_runs), (exact_s, exact, exact_runs) = interleaved_best_of(
+        [candidate("dg"), candidate("exact")], repeat_below_s=5.0
+    )
+    assert calls == ["dg", "exact"] * 3
+    assert (dg_s, dg_runs, dg) == (0.3, 3, "dg#3")
+    assert (exact_s, exact_runs, exact) == (1.8, 3, "exact#3")
+
+
+def test_a_long_run_stops_only_its_own_method(monkeypatch):
+    calls = fake_clock(monkeypatch, {"dg": [0.5, 0.2, 0.4], "exact": [6.0]})
+    results = interleaved_best_of(
+        [candidate("dg"), candidate("exact")], repeat_below_s=5.0
+    )
+    assert calls == ["dg", "exact", "dg", "dg"]
+    assert results == [(0.2, "dg#3", 3), (6.0, "exact#1", 1)]
+
+
+def test_best_of_is_the_single_method_case(monkeypatch):
+    calls = fake_clock(monkeypatch, {"only": itertools.repeat(0.7)})
+    assert best_of(lambda: "only", lambda made: made, 1.0, repeats=4) == (
+        0.7,
+        "only#4",
+        4,
+    )
+    assert calls == ["only"] * 4
