@@ -272,6 +272,9 @@ def test_grams_are_kept_up_to_date_by_exact_requests():
 
 def test_auto_curvature_choice():
     X, y = make_classification(200, 20, n_informative=5, n_classes=3, random_state=0)
+    X40, y40 = make_classification(
+        200, 40, n_informative=5, n_classes=3, random_state=0
+    )
     Xr, yr = ridge_problem()
     wide = np.hstack([Xr] * 12)  # 72 features: too many for the Gram model
     Xb, yb = make_classification(300, 100, n_informative=5, random_state=0)
@@ -284,6 +287,11 @@ def test_auto_curvature_choice():
         # 3 classes x 21 columns = 63 parameters: 128 rows x 3 outputs >= 126.
         (DeltaGradLogisticRegression(), X, y, HESSIAN),
         (DeltaGradLogisticRegression(hessian_rows=16), X, y, LBFGS),
+        # 3 classes x 41 columns = 123 parameters: "auto" counts 128 rows (384 >=
+        # 246) although the reference correction then samples 64, whereas an
+        # explicit 64 (192 < 246) selects L-BFGS, as documented.
+        (DeltaGradLogisticRegression(), X40, y40, HESSIAN),
+        (DeltaGradLogisticRegression(hessian_rows=64), X40, y40, LBFGS),
         # Two classes, 101 columns: the Gram model, whatever the row sample.
         (DeltaGradLogisticRegression(), Xb, yb, GRAM),
         (DeltaGradLogisticRegression(hessian_rows=128), Xb, yb, GRAM),
