@@ -16,7 +16,7 @@ rows, addition of 1e-3 held out at fit) from the same fitted model:
 * ``lbfgs m=2`` (the paper's), ``lbfgs m=8``, ``lbfgs m=32``;
 * ``hessian R`` for ``R`` rows of the batch (64 to 1,024), with the secant control
   variate (``secant_correction=True``, the default) and without (``plain``);
-* ``hessian R ref`` (32 to 256 rows): with the secant and the reference control
+* ``hessian R ref`` (8 to 256 rows): with the secant and the reference control
   variates (``reference_correction=True``; models of at most 2,048 parameters,
   so not MNIST);
 * ``gram`` (two classes only: a9a), each batch's exact Hessian at the cached
@@ -96,7 +96,8 @@ def curvature_models(quick=False, binary=False, referenced=True):
                 "secant_correction": corrected,
             }
             models.append((name, family, params))
-    for rows in ((64, 128) if quick else (32, 64, 128, 256)) if referenced else ():
+    referenced_rows = (64, 128) if quick else (8, 16, 32, 64, 128, 256)
+    for rows in referenced_rows if referenced else ():
         params = {
             "curvature": "hessian",
             "hessian_rows": rows,

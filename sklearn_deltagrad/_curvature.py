@@ -27,11 +27,12 @@ the new iterate ``w'`` from the cached one at ``w``: ``g(w) + alpha P w + B (w' 
   point ``r`` (the model at ``fit``): ``H v ~ beta (b / n) H_r v + (sample of
   H(w) v - beta H(r) v)``, with ``H_r`` the whole training set's Hessian at ``r``
   (one ``d x d`` matrix, built at ``fit`` and kept current by every request, see
-  :func:`add_reference_rows`) and ``beta = 1 - sample / batch`` (0 when the
-  sample is the whole batch, so that the product stays exact). A batch's Hessian
-  differs from ``b / n`` times the whole set's by its batch noise, which cancels
-  over the batches of an epoch; a sample of the rows in ``H_r`` would not cancel
-  (measured worse than no correction);
+  :func:`add_reference_rows`; the CPU multiplies by its multinomial part without
+  the last class, :func:`reference_operator`) and ``beta = 1 - sample / batch``
+  (0 when the sample is the whole batch, so that the product stays exact). A
+  batch's Hessian differs from ``b / n`` times the whole set's by its batch noise,
+  which cancels over the batches of an epoch; a sample of the rows in ``H_r``
+  would not cancel (measured worse than no correction);
 - ``GRAM`` (squared and binary logistic losses): each batch's Hessian kept as a
   weighted Gram matrix ``sum_i c_i a_i a_i^T`` of its centred rows ``a_i = (x_i -
   offset, 1)``, costing ``O(q^2 K)`` per product for ``q`` columns. Built at
@@ -49,6 +50,7 @@ from numba import njit
 
 from ._kernels.cpu import (
     BINARY_LOGISTIC,
+    MULTINOMIAL,
     SQUARED,
     add_penalty,
     as_kernel_rows,
@@ -682,12 +684,56 @@ def build_reference(X, sample_weight, rows, point, model):
     return point.copy(), hessian, float(weight_sum(sample_weight, rows))
 
 
+def reference_operator(reference_hessian, model):
+    """The matrix that :func:`add_reference_correction` multiplies by on the CPU.
+
+    The multinomial loss's output Hessian ``diag(p) - p p^T`` has rows that sum to
+    zero, so for every pair of columns the ``K x K`` block of the loss Hessian does
+    too: the last output's rows and columns are minus the sums of the others', and
+    the product needs only the matrix without them (exact but for rounding).
+    Covtype's 7 classes: 330^2 entries instead of 385^2, a product 25% faster
+    (BLAS's ``dgemv`` is bound by its multiply-adds here). Other losses keep the
+    whole matrix.
+    """
+    if model.loss != MULTINOMIAL or model.n_outputs < 2:
+        return reference_hessian
+    kept = np.arange(model.n_params) % model.n_outputs != model.n_outputs - 1
+    return np.ascontiguousarray(reference_hessian[np.ix_(kept, kept)])
+
+
 @njit(cache=True)
-def add_reference_correction(reference_hessian, reference_weight, v, factor, out):
+def add_reference_correction(reference_matrix, reference_weight, v, factor, out):
     """``out += factor * H_r v / n_r``: the reference Hessian's mean product (the
     sample's products at the reference point are subtracted by
-    :func:`referenced_hessian_product`)."""
-    full = np.dot(reference_hessian, v)
+    :func:`referenced_hessian_product`).
+
+    ``reference_matrix`` is ``H_r`` (``n_params`` square) or the multinomial
+    loss's reduced form from :func:`reference_operator`, ``n_params (K - 1) / K``
+    square, which its size identifies.
+    """
+    n_params = v.shape[0]
+    size = reference_matrix.shape[0]
     scale = factor / reference_weight
-    for i in range(out.shape[0]):
-        out[i] += scale * full[i]
+    if size == n_params:
+        full = np.dot(reference_matrix, v)
+        for i in range(n_params):
+            out[i] += scale * full[i]
+        return
+    n_outputs = n_params // (n_params - size)
+    last = n_outputs - 1
+    # The direction relative to its last output in each column, the product's
+    # last output minus the sum of the others.
+    relative = np.empty(size)
+    for j in range(n_params // n_outputs):
+        base = j * n_outputs
+        for k in range(last):
+            relative[j * last + k] = v[base + k] - v[base + last]
+    product = np.dot(reference_matrix, relative)
+    for j in range(n_params // n_outputs):
+        base = j * n_outputs
+        total = 0.0
+        for k in range(last):
+            value = scale * product[j * last + k]
+            out[base + k] += value
+            total += value
+        out[base + last] -= total

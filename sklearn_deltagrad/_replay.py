@@ -28,6 +28,7 @@ from ._curvature import (
     lbfgs_product,
     lbfgs_push_pair,
     pair_difference,
+    reference_operator,
     referenced_hessian_product,
     secant_control_sums,
     secant_weight,
@@ -410,15 +411,15 @@ def _sampled_product(
     """``out = (H + alpha P) v``, the original batch's Hessian at ``point`` from the
     first ``hessian_rows`` kept rows of the new batch ``batch_rows`` (this
     request's ``added`` rows sit at its end) plus the ``removed`` rows; with the
-    reference correction where ``reference_hessian`` is ``n_params x n_params``
-    (a ``1 x 1`` placeholder otherwise)."""
+    reference correction where ``reference_hessian`` holds the reference Hessian
+    (see :func:`add_reference_correction`; a ``0 x 0`` placeholder otherwise)."""
     n_kept = batch_rows.shape[0] - added.shape[0]
     sample = batch_rows[: min(hessian_rows, n_kept)]
     kept_weight = b_new - weight_sum(sample_weight, added)
     # The reference correction (see _curvature): beta = 0 for a sample of the whole
     # batch, whose product is exact.
     beta = 0.0
-    if reference_hessian.shape[0] == out.shape[0] and kept_weight > 0.0:
+    if reference_hessian.shape[0] > 0 and kept_weight > 0.0:
         beta = 1.0 - weight_sum(sample_weight, sample) / kept_weight
     referenced_hessian_product(
         X, Y, sample_weight, sample, kept_weight, removed, point, reference_point,
@@ -822,7 +823,7 @@ def apply_change(
             cache.weights,
             cache.gradients,
             cache.exact,
-            *_reference_arguments(old_cache, cache, settings),
+            *_reference_arguments(old_cache, cache, settings, model, device),
         )
         cache.final[:] = final
     gram_update = None
@@ -884,19 +885,19 @@ def _keep_reference_current(
         cache.reference_weight += sign * float(weight_sum(sample_weight, unique))
 
 
-def _reference_arguments(old_cache, cache, settings):
+def _reference_arguments(old_cache, cache, settings, model, device):
     """The replay's ``reference_point``, ``reference_hessian`` and
     ``reference_weight``: the old cache's (the original training set's), or the
-    one built for this request, or ``1 x 1`` placeholders without the
-    correction."""
+    one built for this request, or ``0 x 0`` placeholders without the correction.
+    The CPU loop takes the multinomial loss's reduced matrix
+    (:func:`reference_operator`)."""
     if not settings.reference_correction:
-        return np.zeros(1), np.zeros((1, 1)), 1.0
+        return np.zeros(1), np.zeros((0, 0)), 1.0
     source = old_cache if old_cache.reference_hessian is not None else cache
-    return (
-        source.reference_point,
-        source.reference_hessian,
-        source.reference_weight,
-    )
+    matrix = source.reference_hessian
+    if device == "cpu":
+        matrix = reference_operator(matrix, model)
+    return source.reference_point, matrix, source.reference_weight
 
 
 def drift_estimate(mean_residual, exposure):

@@ -3,6 +3,7 @@
 L-BFGS (m = 2) on real data, and its secant and reference control variates."""
 
 import copy
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -19,7 +20,9 @@ from sklearn_deltagrad._curvature import (
     add_reference_correction,
     add_reference_rows,
     batch_grams,
+    build_reference,
     gram_product,
+    reference_operator,
     resolve_curvature,
     resolve_hessian_rows,
     secant_control_sums,
@@ -623,6 +626,35 @@ def test_reference_correction_adds_the_mean_reference_product():
     expected = out + 0.7 * hessian @ v / 4.0
     add_reference_correction(hessian, 4.0, v, 0.7, out)
     np.testing.assert_allclose(out, expected, rtol=1e-13)
+
+
+@pytest.mark.parametrize("fit_intercept", [True, False])
+@pytest.mark.parametrize("n_outputs", [3, 7])
+def test_reduced_reference_product_is_the_whole_matrix_product(
+    n_outputs, fit_intercept
+):
+    """For the multinomial loss the CPU replay multiplies by the reference Hessian
+    without its last output (``reference_operator``); the product is the whole
+    matrix's, against NumPy. Other losses keep the whole matrix."""
+    X, Y, model, w, rng = make_problem(
+        ref.MULTINOMIAL, n_outputs, fit_intercept, n_samples=80, centred=True
+    )
+    sample_weight = rng.uniform(0.5, 2.0, X.shape[0])
+    rows = np.arange(X.shape[0], dtype=np.int64)
+    estimator_model = SimpleNamespace(
+        loss=ref.MULTINOMIAL, n_outputs=n_outputs, n_params=w.size,
+        offset=model.offset, fit_intercept=fit_intercept,
+    )  # fmt: skip
+    point, hessian, weight = build_reference(X, sample_weight, rows, w, estimator_model)
+    reduced = reference_operator(hessian, estimator_model)
+    assert reduced.shape[0] == w.size - w.size // n_outputs
+    v, out = rng.normal(size=(2, w.size))
+    expected = out + 0.7 * hessian @ v / weight
+    add_reference_correction(reduced, weight, v, 0.7, out)
+    assert rel_err(out, expected) < 1e-13
+    for loss in (ref.SQUARED, ref.BINARY_LOGISTIC):
+        other = SimpleNamespace(loss=loss, n_outputs=1, n_params=w.size)
+        assert reference_operator(hessian, other) is hessian
 
 
 def _reference_estimator(**params):
