@@ -620,7 +620,7 @@ def test_centered_square_norms(layout, fit_intercept):
 
 
 @pytest.mark.parametrize("layout", ["dense64", "dense32", "csr"])
-@pytest.mark.parametrize("n_rows", [31, 32, 256, 600])
+@pytest.mark.parametrize("n_rows", [7, 8, 31, 256, 600])
 @pytest.mark.parametrize(
     "loss, n_outputs",
     [
@@ -631,8 +631,9 @@ def test_centered_square_norms(layout, fit_intercept):
     ],
 )
 def test_blocked_batch_sums_match_reference(loss, n_outputs, n_rows, layout):
-    """Dense rows are summed through BLAS in blocks of 256 rows from 32 rows on
-    (row by row below, and for CSR rows): the same sums."""
+    """Dense rows are summed through BLAS in blocks of 256 rows from 8 rows on
+    (``_MIN_BLOCK_ROWS``; row by row below, and for CSR rows): the same sums."""
+    assert cpu._MIN_BLOCK_ROWS == 8  # the cases sit on both sides of it
     X, Y, model, w, rng = make_problem(
         loss, n_outputs, True, n_samples=700, n_features=9, centred=True
     )
