@@ -54,3 +54,24 @@ def test_best_of_is_the_single_method_case(monkeypatch):
         4,
     )
     assert calls == ["only"] * 4
+
+
+def test_iteration_cost_counts_each_request_from_its_report():
+    """``benchmarks.iteration_cost`` derives an approximate iteration's cost from
+    each request's own counts: every setting replays the iterations that the
+    retrain recomputes, split into exact and approximate ones."""
+    from sklearn.datasets import make_classification
+
+    from benchmarks.iteration_cost import SETTINGS, measure
+
+    X, y = make_classification(600, 6, n_informative=4, n_classes=3, random_state=0)
+    settings = [SETTINGS[0], SETTINGS[3]]  # L-BFGS, 8 rows with the reference
+    table = measure(X, y, batch_size=64, rate=0.01, repeats=1, settings=settings)
+    assert [row["setting"] for row in table] == [
+        "exact retrain", "lbfgs m=2", "hessian 8 ref",
+    ]  # fmt: skip
+    replayed = table[0]["exact"]
+    for row in table[1:]:
+        assert row["exact"] + row["approximate"] == replayed
+        assert 0 < row["exact"] < replayed
+    assert all(row["seconds"] > 0 for row in table)
