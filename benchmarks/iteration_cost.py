@@ -63,13 +63,7 @@ def measure(X, y, batch_size, rate, repeats, settings=SETTINGS):
     rows = draw_rows(X.shape[0], rate)
 
     def maker(params):
-        def make():
-            estimator = copy.deepcopy(fitted)
-            if params:
-                estimator.set_params(**params)
-            return estimator
-
-        return make
+        return lambda: copy.deepcopy(fitted).set_params(**(params or {}))
 
     def removal(method):
         return lambda estimator: estimator.partial_unfit(indices=rows, method=method)
