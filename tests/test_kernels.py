@@ -181,7 +181,7 @@ def test_row_kernels_match_reference(loss, n_outputs):
     r = np.empty(n_outputs)
     hu = np.empty(n_outputs)
     for i in range(X.shape[0]):
-        cpu.loss_residual(loss, Z[i], Y[i], r)
+        cpu.loss_residual(loss, Z[i], Y, i, r)
         np.testing.assert_allclose(r, R[i], rtol=1e-10, atol=1e-12)
         cpu.loss_curvature_product(loss, Z[i], U[i], hu)
         np.testing.assert_allclose(hu, A[i] @ U[i], rtol=1e-10, atol=1e-12)
@@ -197,7 +197,7 @@ def test_logistic_residual_and_curvature_are_stable_for_large_outputs(loss, n_ou
         for label in range(max(n_outputs, 2) if loss == ref.MULTINOMIAL else 2):
             y_row = np.array([float(label)])
             r = np.empty(n_outputs)
-            cpu.loss_residual(loss, z, y_row, r)
+            cpu.loss_residual(loss, z, y_row[None, :], 0, r)
             expected = ref.residuals(z[None, :], y_row[None, :], model)[0]
             assert np.isfinite(r).all()
             np.testing.assert_allclose(r, expected, rtol=1e-10, atol=1e-15)

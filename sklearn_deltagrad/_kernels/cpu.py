@@ -276,16 +276,19 @@ def softmax_into(z, out):
 
 
 @njit(cache=True)
-def loss_residual(loss, z, y_row, r):
-    """Derivative of the loss with respect to the outputs ``z`` (written into ``r``)."""
+def loss_residual(loss, z, Y, i, r):
+    """Derivative of the loss with respect to the outputs ``z`` of row ``i``, whose
+    targets are ``Y[i]`` (written into ``r``). Indexing ``Y`` rather than taking the
+    row as a view spares the view's reference counting, a fifth of a binary batch
+    gradient's time."""
     if loss == SQUARED:
         for k in range(z.shape[0]):
-            r[k] = z[k] - y_row[k]
+            r[k] = z[k] - Y[i, k]
     elif loss == BINARY_LOGISTIC:
-        r[0] = sigmoid(z[0]) - y_row[0]
+        r[0] = sigmoid(z[0]) - Y[i, 0]
     else:
         softmax_into(z, r)
-        r[int(y_row[0])] -= 1.0
+        r[int(Y[i, 0])] -= 1.0
 
 
 @njit(cache=True)
@@ -358,7 +361,7 @@ def _rowwise_output_gradients(
     for idx in range(rows.shape[0]):
         i = rows[idx]
         linear_outputs(X, i, w, shift, n_outputs, z)
-        loss_residual(loss, z, Y[i], r)
+        loss_residual(loss, z, Y, i, r)
         r *= sample_weight[i]
         add_outer(X, i, r, n_outputs, out)
         total += r
@@ -413,7 +416,7 @@ def _csr_output_gradients(
     for idx in range(rows.shape[0]):
         i = rows[idx]
         z[0] = shift[0] + row_dot(X, i, w)
-        loss_residual(loss, z, Y[i], r)
+        loss_residual(loss, z, Y, i, r)
         ri = r[0] * sample_weight[i]
         add_scaled_row(X, i, ri, out)
         total[0] += ri
@@ -439,6 +442,141 @@ def _add_block_outer(block, residuals, out):
             out[j * n_outputs + k] += products[j, k]
 
 
+# The per-row step of the blocked sums, from the block's outputs to each row's
+# weighted vector (added to ``total``). The multinomial and single-output losses
+# have loops of their own in scalars and indices, with the arithmetic of
+# loss_residual / loss_curvature_product in the same order (the same bits): the
+# generic loop's row views and small arrays cost more than the arithmetic there
+# (covtype's batch gradient of 4,096 rows: 1.0 against 0.65 ms binary, 2.3
+# against 1.9 ms for 7 classes).
+@njit(cache=True)
+def _single_output_residuals(
+    loss, outputs, shift, Y, sample_weight, rows, start, vectors, total
+):  # fmt: skip
+    running = total[0]
+    for idx in range(vectors.shape[0]):
+        i = rows[start + idx]
+        z = outputs[idx, 0] + shift
+        if loss == BINARY_LOGISTIC:
+            residual = sigmoid(z) - Y[i, 0]
+        else:
+            residual = z - Y[i, 0]
+        value = residual * sample_weight[i]
+        vectors[idx, 0] = value
+        running += value
+    total[0] = running
+
+
+@njit(cache=True)
+def _softmax_into_row(outputs, idx, first, shifts, target, row):
+    """``target[row] = exp(z - max(z))`` for the outputs ``z = outputs[idx,
+    first:first + K] + shifts[first:first + K]``; returns their sum (the first
+    step of :func:`softmax_into`, the same bits)."""
+    n_outputs = target.shape[1]
+    zmax = outputs[idx, first] + shifts[first]
+    for k in range(1, n_outputs):
+        z = outputs[idx, first + k] + shifts[first + k]
+        if z > zmax:
+            zmax = z
+    denominator = 0.0
+    for k in range(n_outputs):
+        value = math.exp((outputs[idx, first + k] + shifts[first + k]) - zmax)
+        target[row, k] = value
+        denominator += value
+    return denominator
+
+
+@njit(cache=True)
+def _multinomial_residuals(
+    outputs, shifts, Y, sample_weight, rows, start, vectors, total
+):  # fmt: skip
+    n_outputs = vectors.shape[1]
+    for idx in range(vectors.shape[0]):
+        i = rows[start + idx]
+        denominator = _softmax_into_row(outputs, idx, 0, shifts, vectors, idx)
+        label = int(Y[i, 0])
+        weight = sample_weight[i]
+        for k in range(n_outputs):
+            value = vectors[idx, k] / denominator
+            if k == label:
+                value -= 1.0
+            value *= weight
+            vectors[idx, k] = value
+            total[k] += value
+
+
+@njit(cache=True)
+def _softmax_curvature_row(outputs, idx, first, direction, shifts, target, row):
+    """``target[row] = (diag(p) - p p^T) u``, ``p`` the softmax of the outputs in
+    columns ``first..`` and ``u`` the direction's outputs in columns
+    ``direction..`` (as :func:`loss_curvature_product`)."""
+    n_outputs = target.shape[1]
+    denominator = _softmax_into_row(outputs, idx, first, shifts, target, row)
+    dot = 0.0
+    for k in range(n_outputs):
+        target[row, k] /= denominator
+        dot += target[row, k] * (outputs[idx, direction + k] + shifts[direction + k])
+    for k in range(n_outputs):
+        u = outputs[idx, direction + k] + shifts[direction + k]
+        target[row, k] = target[row, k] * (u - dot)
+
+
+@njit(cache=True)
+def _multinomial_curvatures(
+    outputs, shifts, with_reference, beta, sample_weight, rows, start, vectors,
+    scratch, total,
+):  # fmt: skip
+    n_outputs = vectors.shape[1]
+    for idx in range(vectors.shape[0]):
+        i = rows[start + idx]
+        _softmax_curvature_row(outputs, idx, 0, n_outputs, shifts, vectors, idx)
+        if with_reference:
+            _softmax_curvature_row(
+                outputs, idx, 2 * n_outputs, n_outputs, shifts, scratch, 0
+            )
+            for k in range(n_outputs):
+                vectors[idx, k] -= beta * scratch[0, k]
+        weight = sample_weight[i]
+        for k in range(n_outputs):
+            value = vectors[idx, k] * weight
+            vectors[idx, k] = value
+            total[k] += value
+
+
+@njit(cache=True)
+def _generic_row_vectors(
+    outputs, shifts, Y, sample_weight, rows, start, loss, hessian, with_reference,
+    beta, vectors, total,
+):  # fmt: skip
+    """The other losses' row step (several targets; one output's Hessian)."""
+    n_outputs = vectors.shape[1]
+    z = np.empty(n_outputs)
+    u = np.empty(n_outputs)
+    r = np.empty(n_outputs)
+    z_ref = np.empty(n_outputs)
+    r_ref = np.empty(n_outputs)
+    for idx in range(vectors.shape[0]):
+        i = rows[start + idx]
+        for k in range(n_outputs):
+            z[k] = outputs[idx, k] + shifts[k]
+        if hessian:
+            for k in range(n_outputs):
+                u[k] = outputs[idx, n_outputs + k] + shifts[n_outputs + k]
+            loss_curvature_product(loss, z, u, r)
+            if with_reference:
+                for k in range(n_outputs):
+                    z_ref[k] = outputs[idx, 2 * n_outputs + k]
+                    z_ref[k] += shifts[2 * n_outputs + k]
+                loss_curvature_product(loss, z_ref, u, r_ref)
+                for k in range(n_outputs):
+                    r[k] -= beta * r_ref[k]
+        else:
+            loss_residual(loss, z, Y, i, r)
+        for k in range(n_outputs):
+            vectors[idx, k] = r[k] * sample_weight[i]
+            total[k] += vectors[idx, k]
+
+
 @njit(cache=True)
 def _blocked_output_sums(
     X, Y, sample_weight, rows, columns, shifts, loss, n_outputs, hessian, beta, out,
@@ -457,37 +595,32 @@ def _blocked_output_sums(
     with_reference = columns.shape[1] == 3 * n_outputs
     block_buffer = np.empty((min(_BLOCK_ROWS, n_rows), X.shape[1]))
     vector_buffer = np.empty((block_buffer.shape[0], n_outputs))
-    z = np.empty(n_outputs)
-    u = np.empty(n_outputs)
-    r = np.empty(n_outputs)
-    z_ref = np.empty(n_outputs)
-    r_ref = np.empty(n_outputs)
+    scratch = np.empty((1, n_outputs))
     for start in range(0, n_rows, _BLOCK_ROWS):
         size = min(_BLOCK_ROWS, n_rows - start)
         block = block_buffer[:size]
         vectors = vector_buffer[:size]
         _gather_block(X, rows, start, block)
         outputs = np.dot(block, columns)
-        for idx in range(size):
-            i = rows[start + idx]
-            for k in range(n_outputs):
-                z[k] = outputs[idx, k] + shifts[k]
-            if hessian:
-                for k in range(n_outputs):
-                    u[k] = outputs[idx, n_outputs + k] + shifts[n_outputs + k]
-                loss_curvature_product(loss, z, u, r)
-                if with_reference:
-                    for k in range(n_outputs):
-                        z_ref[k] = outputs[idx, 2 * n_outputs + k]
-                        z_ref[k] += shifts[2 * n_outputs + k]
-                    loss_curvature_product(loss, z_ref, u, r_ref)
-                    for k in range(n_outputs):
-                        r[k] -= beta * r_ref[k]
-            else:
-                loss_residual(loss, z, Y[i], r)
-            for k in range(n_outputs):
-                vectors[idx, k] = r[k] * sample_weight[i]
-                total[k] += vectors[idx, k]
+        if loss == MULTINOMIAL and hessian:
+            _multinomial_curvatures(
+                outputs, shifts, with_reference, beta, sample_weight, rows, start,
+                vectors, scratch, total,
+            )  # fmt: skip
+        elif loss == MULTINOMIAL:
+            _multinomial_residuals(
+                outputs, shifts, Y, sample_weight, rows, start, vectors, total
+            )
+        elif n_outputs == 1 and not hessian:
+            _single_output_residuals(
+                loss, outputs, shifts[0], Y, sample_weight, rows, start, vectors,
+                total,
+            )  # fmt: skip
+        else:
+            _generic_row_vectors(
+                outputs, shifts, Y, sample_weight, rows, start, loss, hessian,
+                with_reference, beta, vectors, total,
+            )  # fmt: skip
         _add_block_outer(block, vectors, out)
 
 
