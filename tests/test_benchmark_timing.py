@@ -75,3 +75,25 @@ def test_iteration_cost_counts_each_request_from_its_report():
         assert row["exact"] + row["approximate"] == replayed
         assert 0 < row["exact"] < replayed
     assert all(row["seconds"] > 0 for row in table)
+
+
+def test_compile_fit_gives_every_class_a_row(monkeypatch):
+    """The benchmark's untimed compiling ``fit`` takes a row of every class, so that
+    it also works where the first rows hold one class only; it fits on few rows."""
+    import numpy as np
+
+    from benchmarks.unlearning import Dataset, compile_fit
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((1000, 4))
+    y = np.repeat([0, 1, 2], [900, 60, 40])  # the first 256 rows: class 0 only
+    sizes = []
+
+    class Recording(unlearning.DeltaGradLogisticRegression):
+        def fit(self, X, y, sample_weight=None):
+            sizes.append((X.shape[0], set(y.tolist())))
+            return super().fit(X, y, sample_weight)
+
+    monkeypatch.setitem(unlearning.ESTIMATORS, "three", Recording)
+    compile_fit(Dataset("three", X, X[:10], y, y[:10]))
+    assert sizes == [(258, {0, 1, 2})]
