@@ -9,9 +9,8 @@ alternating (best of ``--repeats``), and derives per setting::
 
 where the exact share is the retrain's time per iteration times the request's
 exact iterations, both counts read from the requests' reports
-(``update_log_``). The request's fixed work (the schedule edit, the translation
-of ids to row positions, the rows' compaction) is included: it is spread over the
-approximate iterations.
+(``update_log_``). The request's fixed work (the schedule edit, the rows'
+compaction) is included: it is spread over the approximate iterations.
 
 Usage (from the repository root, ``SKLEARN_DELTAGRAD_DATA`` set)::
 

@@ -31,6 +31,7 @@ from ._curvature import (
 )
 from ._kernels import cuda as kernels
 from ._kernels.cpu import CSRRows, weight_sum
+from ._schedule import gather
 
 
 def _to_device(array):
@@ -205,7 +206,8 @@ def replay_iterations(
     Y,
     sample_weight,
     new_ptr,
-    new_rows,
+    new_ids,
+    row_positions,
     removed_ptr,
     removed_rows,
     added_ptr,
@@ -244,6 +246,8 @@ def replay_iterations(
     d_X, d_Y, d_weight, d_offset, out_w, out_g = _upload(
         X, Y, sample_weight, offset, n_iterations - t_start, n_params
     )
+    # The whole schedule's row positions, computed once and kept on the GPU.
+    new_rows = gather(row_positions, new_ids)
     d_new_rows = _to_device(new_rows)
     d_removed = _to_device(removed_rows)
     d_added = _to_device(added_rows)

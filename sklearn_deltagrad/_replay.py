@@ -7,6 +7,7 @@ absolute positions ``t < burn_in`` or ``(t - burn_in) % exact_period == 0``, sha
 by every request; curvature pairs are formed only where the cached gradient is exact.
 """
 
+import functools
 import time
 from dataclasses import dataclass
 
@@ -36,7 +37,7 @@ from ._curvature import (
     update_grams_in_place,
 )
 from ._kernels.cpu import as_kernel_rows, gradient_sum, weight_sum
-from ._schedule import id_dtype
+from ._schedule import gather, gather_into, position_table
 from ._training import curvature_bound, run_sgd
 
 
@@ -114,7 +115,8 @@ def replay_iterations(
     Y,
     sample_weight,
     new_ptr,
-    new_rows,
+    new_ids,
+    row_positions,
     removed_ptr,
     removed_rows,
     added_ptr,
@@ -148,6 +150,11 @@ def replay_iterations(
 ):
     """Replay iterations ``t_start..T-1`` on the changed batches.
 
+    Batch ``t`` lists the stable ids ``new_ids[new_ptr[t]:new_ptr[t + 1]]``, and
+    ``row_positions`` maps an id to its row of ``X`` (see
+    :func:`~sklearn_deltagrad._schedule.position_table`): only the batches of
+    exact iterations and the sampled rows are translated, not the whole schedule.
+
     ``weights``/``gradients``/``exact`` hold the old trajectory (read only); rows
     ``t_start..T-1`` of ``out_weights``/``out_gradients``/``out_exact`` receive the
     new one (the old arrays themselves may be passed: iteration ``t`` reads them
@@ -167,6 +174,10 @@ def replay_iterations(
     n_iterations, n_params = weights.shape
     n_penalized = offset.shape[0] * n_outputs
     w = weights[t_start].copy()
+    largest_batch = 0
+    for t in range(t_start, n_iterations):
+        largest_batch = max(largest_batch, new_ptr[t + 1] - new_ptr[t])
+    batch_rows = np.empty(largest_batch, row_positions.dtype)
     pairs_s = np.zeros((lbfgs_memory, n_params))
     pairs_y = np.zeros((lbfgs_memory, n_params))
     pairs_sy = np.zeros((lbfgs_memory, lbfgs_memory))
@@ -273,6 +284,11 @@ def replay_iterations(
                     grams[t], b_old, step, alpha, n_outputs, n_penalized, estimate
                 )
             else:
+                # The sample: the batch's first kept rows (added rows come last).
+                n_kept = hi - lo - added_t.shape[0]
+                sample = gather_into(
+                    row_positions, new_ids, lo, min(hessian_rows, n_kept), batch_rows
+                )
                 weight = secant_weight(control_sums) if has_anchor else 0.0
                 # The Hessian at the midpoint of w_t and w' makes the secant
                 # g(w') - g(w_t) exact to third order.
@@ -280,10 +296,10 @@ def replay_iterations(
                     midpoint[i] = weights[t, i] + 0.5 * step[i]
                     direction[i] = step[i] - weight * anchor[0, i]
                 _sampled_product(
-                    X, Y, sample_weight, new_rows[lo:hi], removed_t, added_t,
-                    b_new, hessian_rows, midpoint, direction, alpha, offset, loss,
-                    n_outputs, fit_intercept, estimate, reference_point,
-                    reference_hessian, reference_weight,
+                    X, Y, sample_weight, sample, removed_t, added_t, b_new,
+                    midpoint, direction, alpha, offset, loss, n_outputs,
+                    fit_intercept, estimate, reference_point, reference_hessian,
+                    reference_weight,
                 )  # fmt: skip
                 if weight != 0.0:
                     for i in range(n_params):
@@ -292,10 +308,10 @@ def replay_iterations(
                     # For the weight's fit at this check: the sample's products
                     # along s_e and (from the estimate) along the step.
                     _sampled_product(
-                        X, Y, sample_weight, new_rows[lo:hi], removed_t, added_t,
-                        b_new, hessian_rows, midpoint, anchor[0], alpha, offset,
-                        loss, n_outputs, fit_intercept, anchor_product,
-                        reference_point, reference_hessian, reference_weight,
+                        X, Y, sample_weight, sample, removed_t, added_t, b_new,
+                        midpoint, anchor[0], alpha, offset, loss, n_outputs,
+                        fit_intercept, anchor_product, reference_point,
+                        reference_hessian, reference_weight,
                     )  # fmt: skip
                     for i in range(n_params):
                         value = estimate[i] - weight * anchor[1, i]
@@ -336,7 +352,7 @@ def replay_iterations(
                 X,
                 Y,
                 sample_weight,
-                new_rows[lo:hi],
+                gather_into(row_positions, new_ids, lo, hi - lo, batch_rows),
                 w,
                 offset,
                 loss,
@@ -404,17 +420,15 @@ def replay_iterations(
 
 @njit(cache=True)
 def _sampled_product(
-    X, Y, sample_weight, batch_rows, removed, added, b_new, hessian_rows, point, v,
-    alpha, offset, loss, n_outputs, fit_intercept, out, reference_point,
-    reference_hessian, reference_weight,
+    X, Y, sample_weight, sample, removed, added, b_new, point, v, alpha, offset,
+    loss, n_outputs, fit_intercept, out, reference_point, reference_hessian,
+    reference_weight,
 ):  # fmt: skip
-    """``out = (H + alpha P) v``, the original batch's Hessian at ``point`` from the
-    first ``hessian_rows`` kept rows of the new batch ``batch_rows`` (this
-    request's ``added`` rows sit at its end) plus the ``removed`` rows; with the
-    reference correction where ``reference_hessian`` holds the reference Hessian
-    (see :func:`add_reference_correction`; a ``0 x 0`` placeholder otherwise)."""
-    n_kept = batch_rows.shape[0] - added.shape[0]
-    sample = batch_rows[: min(hessian_rows, n_kept)]
+    """``out = (H + alpha P) v``, the original batch's Hessian at ``point`` from
+    ``sample``, kept rows of the new batch (of weight ``b_new`` with this
+    request's ``added`` rows), plus the ``removed`` rows; with the reference
+    correction where ``reference_hessian`` holds the reference Hessian (see
+    :func:`add_reference_correction`; a ``0 x 0`` placeholder otherwise)."""
     kept_weight = b_new - weight_sum(sample_weight, added)
     # The reference correction (see _curvature): beta = 0 for a sample of the whole
     # batch, whose product is exact.
@@ -523,24 +537,6 @@ def _record_and_step(
         w[i] -= learning_rate * gradient
 
 
-def _position_lookup(row_ids):
-    """A table from stable id to row position (a gather is far faster than a search)."""
-    lookup = np.full(int(row_ids[-1]) + 1, -1, dtype=id_dtype(row_ids.shape[0]))
-    lookup[row_ids] = np.arange(row_ids.shape[0])
-    return lookup
-
-
-@njit(cache=True)
-def _gather(table, keys):
-    """``table[keys]`` for 1-D arrays, in one compiled pass: on a schedule's
-    millions of entries NumPy's fancy indexing takes twice as long (covtype's 3.7
-    million: 4.3 against 9.8 ms)."""
-    out = np.empty(keys.shape[0], table.dtype)
-    for i in range(keys.shape[0]):
-        out[i] = table[keys[i]]
-    return out
-
-
 @njit(cache=True)
 def _weighted_batch_sums(sample_weight, ptr, rows):
     """The total weight of every batch of a CSR batch list, summed in order (as the
@@ -552,35 +548,37 @@ def _weighted_batch_sums(sample_weight, ptr, rows):
     return totals
 
 
-def _batch_weights(sample_weight, change, new_rows, removed_rows, added_rows):
+def _batch_weights(sample_weight, change, schedule_rows, removed_rows, added_rows):
     """The weight of each batch after and before the change.
 
     Without weights (all ones) these are the batch sizes, read off the pointers
-    instead of a pass over every schedule entry.
+    instead of a pass over every schedule entry. ``schedule_rows()`` gives the
+    new schedule's row positions.
     """
     unit = bool((sample_weight == 1.0).all())
 
     def sums(ptr, rows):
         if unit:
             return np.diff(ptr).astype(np.float64)
-        return _weighted_batch_sums(sample_weight, ptr, rows)
+        return _weighted_batch_sums(sample_weight, ptr, rows())
 
-    new = sums(change.schedule.batch_ptr, new_rows)
+    new = sums(change.schedule.batch_ptr, schedule_rows)
     old = (
         new
-        + sums(change.removed_ptr, removed_rows)
-        - sums(change.added_ptr, added_rows)
+        + sums(change.removed_ptr, lambda: removed_rows)
+        - sums(change.added_ptr, lambda: added_rows)
     )
     return new, old
 
 
 def _old_grams(
-    X, sample_weight, model, change, new_rows, changed, old_cache, cache, shared
+    X, sample_weight, model, change, schedule_rows, changed, old_cache, cache, shared
 ):
     """The Gram matrices of the *old* batches, for the ``GRAM`` curvature model.
 
     Those of the old cache (read only); where it has none, they are built (from
-    the new batches at the cached iterates, with the change undone). ``cache``, the
+    the new batches, whose row positions ``schedule_rows()`` gives, at the cached
+    iterates, with the change undone). ``cache``, the
     old one's successor, gets room for the updated Grams, and their points; with
     ``shared`` it gets the old Grams themselves instead, for a
     :class:`GramUpdate` to change in place.
@@ -598,7 +596,7 @@ def _old_grams(
         sample_weight,
         model,
         change.schedule.batch_ptr,
-        new_rows,
+        schedule_rows(),
         old_cache.weights,
     )
     removed_ptr, removed_rows, added_ptr, added_rows, *centring = changed
@@ -724,8 +722,14 @@ def apply_change(
     X = as_kernel_rows(X)
     schedule = change.schedule
     new_ptr = schedule.batch_ptr
-    lookup = _position_lookup(row_ids)
-    new_rows = _gather(lookup, schedule.batch_ids)
+    positions = position_table(row_ids)
+
+    # The whole schedule's row positions, for the few callers that need them (the
+    # DeltaGrad replay on the CPU translates only the batches it reads).
+    @functools.cache
+    def schedule_rows():
+        return gather(positions, schedule.batch_ids)
+
     t_start = change.first_changed_iteration
     n_iterations = schedule.n_iterations
     old_cache = cache
@@ -743,8 +747,8 @@ def apply_change(
         if settings.curvature == GRAM and not defer_grams:
             raise ValueError("An in-place request must defer the Gram update.")
         cache = cache.sharing_trajectory(settings.reference_correction)
-    removed_rows = lookup[change.removed_ids]
-    added_rows = lookup[change.added_ids]
+    removed_rows = positions[change.removed_ids]
+    added_rows = positions[change.added_ids]
     changed = (
         change.removed_ptr,
         removed_rows,
@@ -756,11 +760,11 @@ def apply_change(
     old_grams = None
     if settings.curvature == GRAM:
         old_grams = _old_grams(
-            X, sample_weight, model, change, new_rows, changed, old_cache, cache,
+            X, sample_weight, model, change, schedule_rows, changed, old_cache, cache,
             defer_grams,
         )  # fmt: skip
     _keep_reference_current(
-        X, sample_weight, model, settings, new_rows, removed_rows, added_rows,
+        X, sample_weight, model, settings, schedule_rows, removed_rows, added_rows,
         old_cache, cache,
     )  # fmt: skip
     residual_sum, n_checks, exposure = 0.0, 0, 0.0
@@ -779,7 +783,7 @@ def apply_change(
             sample_weight,
             model,
             new_ptr,
-            new_rows,
+            schedule_rows(),
             schedule.learning_rates,
             t_start,
             cache,
@@ -795,12 +799,15 @@ def apply_change(
             Y,
             sample_weight,
             new_ptr,
-            new_rows,
+            schedule.batch_ids,
+            positions,
             change.removed_ptr,
             removed_rows,
             change.added_ptr,
             added_rows,
-            *_batch_weights(sample_weight, change, new_rows, removed_rows, added_rows),
+            *_batch_weights(
+                sample_weight, change, schedule_rows, removed_rows, added_rows
+            ),
             schedule.learning_rates,
             model.alpha,
             model.offset,
@@ -854,13 +861,14 @@ def apply_change(
 
 
 def _keep_reference_current(
-    X, sample_weight, model, settings, new_rows, removed_rows, added_rows,
+    X, sample_weight, model, settings, schedule_rows, removed_rows, added_rows,
     old_cache, cache,
 ):  # fmt: skip
     """The new cache's reference Hessian (a copy of the old one's) for the new
     training set: the removed rows' terms subtracted, the added rows' added. Where
     the old cache has none and the request wants one, it is built from the new
-    training set at the old cache's model (and serves this request's replay). A
+    training set (the rows of ``schedule_rows()``) at the old cache's model (and
+    serves this request's replay). A
     request without the correction drops it (as the Grams: ``cache`` has no
     copy of it then)."""
     if not settings.reference_correction:
@@ -868,7 +876,7 @@ def _keep_reference_current(
     if cache.reference_hessian is None:
         cache.reference_point, cache.reference_hessian, cache.reference_weight = (
             build_reference(
-                X, sample_weight, np.unique(new_rows), old_cache.final, model
+                X, sample_weight, np.unique(schedule_rows()), old_cache.final, model
             )
         )
         return

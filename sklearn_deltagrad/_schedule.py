@@ -3,7 +3,8 @@
 A schedule is drawn once at ``fit`` and then only edited: removed rows leave every
 batch they were in, added rows join one random batch per epoch. The reference retrain
 and the DeltaGrad replay both run the edited schedule, so they see the same batches
-in the same order. Batches are stored in CSR form (``batch_ptr``, ``batch_ids``).
+in the same order. Batches are stored in CSR form (``batch_ptr``, ``batch_ids``);
+a :func:`position_table` turns ids into positions of the training rows.
 """
 
 from dataclasses import dataclass
@@ -76,6 +77,35 @@ def id_dtype(largest):
     request streams it several times.
     """
     return np.int32 if largest <= np.iinfo(np.int32).max else np.int64
+
+
+def position_table(row_ids):
+    """A table from stable id to row position, ``-1`` for ids not in ``row_ids``
+    (sorted): a gather through it is far faster than a search."""
+    table = np.full(int(row_ids[-1]) + 1, -1, dtype=id_dtype(row_ids.shape[0]))
+    table[row_ids] = np.arange(row_ids.shape[0])
+    return table
+
+
+@njit(cache=True)
+def gather(table, keys):
+    """``table[keys]`` for 1-D arrays, in one compiled pass: on a schedule's
+    millions of entries NumPy's fancy indexing takes twice as long (covtype's 3.7
+    million: 4.3 against 9.8 ms)."""
+    out = np.empty(keys.shape[0], table.dtype)
+    for i in range(keys.shape[0]):
+        out[i] = table[keys[i]]
+    return out
+
+
+@njit(cache=True)
+def gather_into(table, keys, start, count, out):
+    """``table[keys[start:start + count]]`` written into ``out`` (at least
+    ``count`` long); returns that view of ``out``. The replay translates the few
+    batches it reads through this, rather than the whole schedule."""
+    for i in range(count):
+        out[i] = table[keys[start + i]]
+    return out[:count]
 
 
 def _ptr_from_iterations(iterations, n_iterations):

@@ -621,7 +621,8 @@ def test_reference_rows_sum_the_loss_hessian(
 
 def test_reference_correction_adds_the_mean_reference_product():
     rng = np.random.default_rng(0)
-    hessian = rng.normal(size=(9, 9))
+    factor = rng.normal(size=(9, 9))
+    hessian = factor @ factor.T  # a Hessian is symmetric: one triangle is read
     v, out = rng.normal(size=(2, 9))
     expected = out + 0.7 * hessian @ v / 4.0
     add_reference_correction(hessian, 4.0, v, 0.7, out)

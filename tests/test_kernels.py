@@ -352,6 +352,28 @@ def test_weight_sum_adds_the_rows_weights_in_order():
     assert cpu.weight_sum(np.ones(30), rows) == float(rows.size)
 
 
+@pytest.mark.parametrize("n", [1, 7, 330])
+def test_symmetric_product_matches_numpy(n):
+    rng = np.random.default_rng(n)
+    factor = rng.standard_normal((n, n))
+    matrix = factor @ factor.T
+    v = rng.standard_normal(n)
+    out = np.full(n, np.nan)
+    cpu.symmetric_product(matrix, v, out)
+    np.testing.assert_allclose(out, matrix @ v, rtol=1e-12, atol=1e-12 * n)
+    # BLAS reads the lower triangle only: the upper one does not matter.
+    lower_only = np.full(n, np.nan)
+    cpu.symmetric_product(np.tril(matrix), v, lower_only)
+    assert np.array_equal(lower_only, out)
+    # A view that is not C-contiguous takes np.dot's path, with the same product.
+    strided = np.asfortranarray(matrix)
+    strided_out = np.full(n, np.nan)
+    cpu.symmetric_product(strided, v, strided_out)
+    np.testing.assert_allclose(strided_out, matrix @ v, rtol=1e-12, atol=1e-12 * n)
+    empty = np.zeros(0)
+    cpu.symmetric_product(np.zeros((0, 0)), empty, empty)
+
+
 @pytest.mark.parametrize("fit_intercept", INTERCEPT)
 def test_add_penalty_skips_intercepts(fit_intercept):
     model = ref.Model(ref.MULTINOMIAL, 3, fit_intercept, 0.25, 4)
