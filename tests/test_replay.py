@@ -13,7 +13,14 @@ from sklearn_deltagrad import _replay as replay_module
 from sklearn_deltagrad._curvature import CURVATURE_CODES, batch_grams
 from sklearn_deltagrad._kernels import cpu
 from sklearn_deltagrad._replay import ReplaySettings, apply_change
-from sklearn_deltagrad._schedule import add_rows, make_schedule, remove_rows
+from sklearn_deltagrad._schedule import (
+    add_rows,
+    gather,
+    gather_into,
+    make_schedule,
+    position_table,
+    remove_rows,
+)
 from sklearn_deltagrad._training import LinearModel, TrainingCache, run_sgd
 
 from . import reference as ref
@@ -466,6 +473,22 @@ def test_schedule_ids_are_int32_until_an_id_needs_int64():
     grown = add_rows(schedule, big).schedule
     assert grown.batch_ids.dtype == np.int64
     assert set(grown.batch_ids.tolist()) == set(range(10)) | set(big.tolist())
+
+
+def test_position_table_translates_ids_whole_or_a_stretch_at_a_time():
+    row_ids = np.array([0, 2, 3, 7, 11], dtype=np.int64)  # sorted, with gaps
+    table = position_table(row_ids)
+    assert table.dtype == np.int32
+    np.testing.assert_array_equal(table[row_ids], np.arange(5))
+    assert (np.delete(table, row_ids) == -1).all()  # ids that are not rows
+    ids = np.array([7, 0, 11, 2, 2, 3], dtype=np.int32)
+    expected = np.searchsorted(row_ids, ids)
+    np.testing.assert_array_equal(gather(table, ids), expected)
+    buffer = np.full(8, -5, dtype=table.dtype)
+    stretch = gather_into(table, ids, 2, 3, buffer)
+    np.testing.assert_array_equal(stretch, expected[2:5])
+    assert np.shares_memory(stretch, buffer) and (buffer[3:] == -5).all()
+    assert gather_into(table, ids, 6, 0, buffer).shape == (0,)
 
 
 def test_added_rows_join_the_end_of_their_batches():
