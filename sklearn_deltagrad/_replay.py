@@ -578,10 +578,9 @@ def _old_grams(
 
     Those of the old cache (read only); where it has none, they are built (from
     the new batches, whose row positions ``schedule_rows()`` gives, at the cached
-    iterates, with the change undone). ``cache``, the
-    old one's successor, gets room for the updated Grams, and their points; with
-    ``shared`` it gets the old Grams themselves instead, for a
-    :class:`GramUpdate` to change in place.
+    iterates, with the change undone). ``cache``, the old one's successor, gets
+    room for the updated Grams, and their points; with ``shared`` it gets the old
+    Grams themselves instead, for a :class:`GramUpdate` to change in place.
     """
     if old_cache.grams is not None:
         points = old_cache.gram_points
@@ -868,9 +867,8 @@ def _keep_reference_current(
     training set: the removed rows' terms subtracted, the added rows' added. Where
     the old cache has none and the request wants one, it is built from the new
     training set (the rows of ``schedule_rows()``) at the old cache's model (and
-    serves this request's replay). A
-    request without the correction drops it (as the Grams: ``cache`` has no
-    copy of it then)."""
+    serves this request's replay). A request without the correction drops it (as
+    the Grams: ``cache`` has no copy of it then)."""
     if not settings.reference_correction:
         return
     if cache.reference_hessian is None:
