@@ -560,13 +560,13 @@ def _batch_weights(sample_weight, change, schedule_rows, removed_rows, added_row
     def sums(ptr, rows):
         if unit:
             return np.diff(ptr).astype(np.float64)
-        return _weighted_batch_sums(sample_weight, ptr, rows())
+        return _weighted_batch_sums(sample_weight, ptr, rows)
 
-    new = sums(change.schedule.batch_ptr, schedule_rows)
+    new = sums(change.schedule.batch_ptr, None if unit else schedule_rows())
     old = (
         new
-        + sums(change.removed_ptr, lambda: removed_rows)
-        - sums(change.added_ptr, lambda: added_rows)
+        + sums(change.removed_ptr, removed_rows)
+        - sums(change.added_ptr, added_rows)
     )
     return new, old
 
