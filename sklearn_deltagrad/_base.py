@@ -595,11 +595,17 @@ class _BaseDeltaGrad(BaseEstimator):
                 self._batch_nonzeros,
             ),
             hessian_rows=resolve_hessian_rows(
-                self.hessian_rows, self._model, referenced
+                self.hessian_rows, self._model, referenced, self._batch_rows()
             ),
             secant_correction=bool(self.secant_correction),
             reference_correction=referenced,
         )
+
+    def _batch_rows(self):
+        """Rows of a full batch of the current training set (``batch_size``, or
+        every row for ``None``)."""
+        n_rows = self._rows.ids.shape[0]
+        return n_rows if self.batch_size is None else min(self.batch_size, n_rows)
 
     @staticmethod
     def _check_method(method):

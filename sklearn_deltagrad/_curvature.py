@@ -63,25 +63,38 @@ from ._kernels.cpu import (
 )
 
 
-def resolve_hessian_rows(hessian_rows, model, referenced=False):
+def resolve_hessian_rows(hessian_rows, model, referenced=False, batch_size=None):
     """Rows of the ``"hessian"`` model's sample for the ``hessian_rows`` parameter.
 
-    ``"auto"``: 128 rows for models of several outputs, 64 with the reference
+    ``"auto"``: 128 rows for models of several outputs; with the reference
     correction (``referenced``), whose sample carries only how the rows' curvature
-    moved since ``fit`` (covtype, 7 classes, removal of 0.1%, batches of 4,096
-    rows: 0.0081 against 0.0068 with 128 rows for 11% less request time, and 0.022
-    with 128 rows without the correction; batches of 16,384: 0.0089 at 87% of
-    the ceiling against 0.0068 at 75%); single-output models
-    (binary logistic, single-target ridge), whose rows each carry one output's
-    curvature instead of ``n_outputs``, get four rows per parameter, at least 256
-    and at most 512. Measured (fidelity ratio after removing 0.1% of the rows): on
-    covtype class 2 vs rest (56 parameters) 0.066 with 128 rows, 0.042 with 256; on
-    a9a (124 parameters) 0.073, 0.048 and 0.034 with 128, 256 and 512 rows (mean of
-    three removals), the last for about 15% more replay time than 256.
+    moved since ``fit``, one row per 256 of a batch of ``batch_size`` rows, at
+    least 16 and at most 64 (a batch of at most 64 rows is sampled whole, so
+    its product is exact). The sample then costs about the same share of an
+    exact iteration at every batch size. Measured on covtype (7 classes,
+    deletion and addition of 0.1%, two draws each, ``python -m
+    benchmarks.sample_rows``), share of the ceiling and fidelity ratio: batches
+    of 4,096 rows, 16 rows 73-75% at 0.008-0.017 against 63-64% at 0.006-0.012
+    with 64 rows; batches of 16,384, 64 rows 77-79% at 0.006-0.009 (16 rows:
+    0.008-0.013); batches of 1,024, 16 rows 46-47% at 0.012-0.025 against 33-34%
+    at 0.007-0.012 with 64. Without the correction, 128 rows gave 0.022 at batch
+    4,096 (removal of 0.1%). Single-output models (binary logistic, single-target
+    ridge), whose rows each carry one output's curvature instead of
+    ``n_outputs``, get four rows per parameter, at least 256 and at most 512.
+    Measured (fidelity ratio after removing 0.1% of the rows): on covtype class 2
+    vs rest (56 parameters) 0.066 with 128 rows, 0.042 with 256; on a9a (124
+    parameters) 0.073, 0.048 and 0.034 with 128, 256 and 512 rows (mean of three
+    removals), the last for about 15% more replay time than 256.
     """
     if hessian_rows == "auto":
         if model.n_outputs > 1:
-            return 64 if referenced else 128
+            if not referenced:
+                return 128
+            if batch_size <= _MAX_AUTO_REFERENCED_ROWS:
+                # Sampled whole (an exact product): such batches cost microseconds.
+                return _MAX_AUTO_REFERENCED_ROWS
+            share = batch_size // _ROWS_PER_REFERENCED_SAMPLE_ROW
+            return min(_MAX_AUTO_REFERENCED_ROWS, max(_MIN_AUTO_REFERENCED_ROWS, share))
         return min(_MAX_AUTO_ROWS, max(256, 4 * model.n_params))
     return int(hessian_rows)
 
@@ -169,6 +182,12 @@ CURVATURE_NAMES = {"auto", *CURVATURE_CODES}
 
 # The most rows hessian_rows="auto" samples.
 _MAX_AUTO_ROWS = 512
+
+# hessian_rows="auto" with the reference correction: one sampled row per this many
+# rows of a batch, within these bounds (see resolve_hessian_rows).
+_ROWS_PER_REFERENCED_SAMPLE_ROW = 256
+_MIN_AUTO_REFERENCED_ROWS = 16
+_MAX_AUTO_REFERENCED_ROWS = 64
 
 # The most L-BFGS pairs lbfgs_memory="auto" keeps.
 _MAX_AUTO_PAIRS = 32

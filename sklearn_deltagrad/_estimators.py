@@ -92,10 +92,16 @@ class DeltaGradLogisticRegression(ClassifierMixin, _BaseDeltaGrad):
         columns (see ``sklearn_deltagrad._curvature.resolve_lbfgs_memory``).
     hessian_rows : int or "auto", default="auto"
         Rows per Hessian-vector product of the ``"hessian"`` model. ``"auto"``:
-        128 for several outputs, 64 with ``reference_correction`` (whose sample
-        only measures how the curvature moved since ``fit``); for a single
-        output (two classes, or one regression target), whose rows carry less
-        curvature each, four rows per parameter, at least 256 and at most 512.
+        128 for several outputs; with ``reference_correction`` (whose sample only
+        measures how the curvature moved since ``fit``) one row per 256 rows of a
+        batch, at least 16 and at most 64 (batches of at most 64 rows whole), so
+        that the sample costs about the same share of an exact iteration at every
+        batch size (covtype, batches of
+        4,096 rows: 16 rows reach 73-75% of the speed-up ceiling at fidelity
+        ratios 0.008-0.017, 64 rows 63-64% at 0.006-0.012; ``python -m
+        benchmarks.sample_rows``); for a single output (two classes, or one
+        regression target), whose rows carry less curvature each, four rows per
+        parameter, at least 256 and at most 512.
     secant_correction : bool, default=True
         For the ``"hessian"`` model: correct the sampled Hessian product with the
         exact gradient change measured at the last exact iteration (a control
@@ -117,8 +123,8 @@ class DeltaGradLogisticRegression(ClassifierMixin, _BaseDeltaGrad):
         changed rows, and per approximate iteration a matrix-vector product and
         a second point in the sample's pass. Measured on covtype (7 classes,
         batches of 4,096 rows, removal of 0.1%): 2.7x closer to the exact retrain
-        (0.022 to 0.0081; ``hessian_rows="auto"`` then samples 64 rows instead of
-        128) for 7% more request time (0.34 s against 0.32 s, the retrain 1.9 s).
+        (0.022 to 0.0081, with 64 sampled rows instead of 128) for 7% more
+        request time (0.34 s against 0.32 s, the retrain 1.9 s).
         Larger models run without it; ``False`` (or a request with it off, which
         drops the matrix): the sample alone.
     class_weight : dict, "balanced" or None, default=None
@@ -569,10 +575,16 @@ class DeltaGradRidge(RegressorMixin, _BaseDeltaGrad):
         columns (see ``sklearn_deltagrad._curvature.resolve_lbfgs_memory``).
     hessian_rows : int or "auto", default="auto"
         Rows per Hessian-vector product of the ``"hessian"`` model. ``"auto"``:
-        128 for several outputs, 64 with ``reference_correction`` (whose sample
-        only measures how the curvature moved since ``fit``); for a single
-        output (two classes, or one regression target), whose rows carry less
-        curvature each, four rows per parameter, at least 256 and at most 512.
+        128 for several outputs; with ``reference_correction`` (whose sample only
+        measures how the curvature moved since ``fit``) one row per 256 rows of a
+        batch, at least 16 and at most 64 (batches of at most 64 rows whole), so
+        that the sample costs about the same share of an exact iteration at every
+        batch size (covtype, batches of
+        4,096 rows: 16 rows reach 73-75% of the speed-up ceiling at fidelity
+        ratios 0.008-0.017, 64 rows 63-64% at 0.006-0.012; ``python -m
+        benchmarks.sample_rows``); for a single output (two classes, or one
+        regression target), whose rows carry less curvature each, four rows per
+        parameter, at least 256 and at most 512.
     secant_correction : bool, default=True
         For the ``"hessian"`` model: correct the sampled Hessian product with the
         exact gradient change measured at the last exact iteration (a control
@@ -594,8 +606,8 @@ class DeltaGradRidge(RegressorMixin, _BaseDeltaGrad):
         changed rows, and per approximate iteration a matrix-vector product and
         a second point in the sample's pass. Measured on covtype (7 classes,
         batches of 4,096 rows, removal of 0.1%): 2.7x closer to the exact retrain
-        (0.022 to 0.0081; ``hessian_rows="auto"`` then samples 64 rows instead of
-        128) for 7% more request time (0.34 s against 0.32 s, the retrain 1.9 s).
+        (0.022 to 0.0081, with 64 sampled rows instead of 128) for 7% more
+        request time (0.34 s against 0.32 s, the retrain 1.9 s).
         Larger models run without it; ``False`` (or a request with it off, which
         drops the matrix): the sample alone.
     max_change_share : float in (0, 1] or None, default=0.5

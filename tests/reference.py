@@ -610,12 +610,17 @@ def resolved_curvature(est):
 
 def hessian_rows_of(est, referenced=False):
     """The rows ``hessian_rows="auto"`` stands for (the documented rule), with the
-    reference correction when ``referenced``."""
+    reference correction when ``referenced``: then one per 256 rows of a full
+    batch, 16 to 64, and 64 (the whole batch) for batches of at most 64 rows."""
     if est.hessian_rows != "auto":
         return est.hessian_rows
     model = est._model
     if model.n_outputs > 1:
-        return 64 if referenced else 128
+        if not referenced:
+            return 128
+        n_rows = len(est.sample_ids_)
+        batch = n_rows if est.batch_size is None else min(est.batch_size, n_rows)
+        return 64 if batch <= 64 else int(np.clip(batch // 256, 16, 64))
     n_params = model.n_features + int(model.fit_intercept)
     return min(512, max(256, 4 * n_params))
 

@@ -467,15 +467,32 @@ def test_secant_correction_beats_plain_hessian_on_real_data(load_dataset):
 
 
 def test_auto_hessian_rows():
-    """``hessian_rows="auto"``: 128 rows for several outputs, 64 with the reference
-    correction; for one output four per parameter, at least 256 and at most 512."""
+    """``hessian_rows="auto"``: 128 rows for several outputs; with the reference
+    correction one per 256 rows of a full batch, 16 to 64; for one output four per
+    parameter, at least 256 and at most 512."""
     X, y = make_classification(200, 6, n_informative=4, n_classes=3, random_state=0)
     multi = DeltaGradLogisticRegression(max_iter=2, random_state=0).fit(X, y)
     binary = DeltaGradLogisticRegression(max_iter=2, random_state=0).fit(X, y > 0)
     ridge = DeltaGradRidge(max_iter=2, random_state=0).fit(X, y.astype(float))
     assert multi._replay_settings().reference_correction
-    assert multi._replay_settings().hessian_rows == 64
-    assert ref.hessian_rows_of(multi, ref.uses_reference_of(multi)) == 64
+    # Batches of 4,096 rows, but only 200 rows: the lower bound.
+    assert multi._replay_settings().hessian_rows == 16
+    assert ref.hessian_rows_of(multi, ref.uses_reference_of(multi)) == 16
+    # A batch of at most 64 rows is sampled whole.
+    for batch_size, rows in [(64, 64), (65, 16)]:
+        small = clone(multi).set_params(batch_size=batch_size).fit(X, y)
+        assert small._replay_settings().hessian_rows == rows
+        assert ref.hessian_rows_of(small, ref.uses_reference_of(small)) == rows
+    # The rule follows the rows of a full batch (batch_size, or every row).
+    X_large = np.tile(X, (100, 1))
+    y_large = np.tile(y, 100)
+    for batch_size, rows in [(None, 64), (4096, 16), (8192, 32), (12800, 50)]:
+        large = DeltaGradLogisticRegression(
+            max_iter=1, batch_size=batch_size, random_state=0, curvature="hessian"
+        ).fit(X_large, y_large)
+        assert large._replay_settings().hessian_rows == rows
+        assert ref.hessian_rows_of(large, ref.uses_reference_of(large)) == rows
+    assert resolve_hessian_rows("auto", multi._model, True, 300_000) == 64
     multi.set_params(reference_correction=False)
     assert multi._replay_settings().hessian_rows == 128
     assert ref.hessian_rows_of(multi, ref.uses_reference_of(multi)) == 128
@@ -742,10 +759,12 @@ def test_reference_correction_beats_the_sample_alone_on_real_data(
     load_dataset, batch_size
 ):
     """On covtype (7 classes) the reference control variate brings the replay
-    2-3.5x closer to the exact retrain than the sample with the secant correction
-    alone (measured with 20 epochs, removal of 74 rows: batch 4,096 0.041 -> 0.013
-    and 0.023 -> 0.0097, batch 16,384 0.021 -> 0.0060 and 0.020 -> 0.0060; a
-    fidelity test, not timed)."""
+    closer to the exact retrain than the sample with the secant correction alone
+    (20 epochs, removal of 74 rows; a fidelity test, not timed). Measured, ratio
+    without -> with: under the defaults (128 rows without it; with it 16 rows at
+    batch 4,096 and 64 at 16,384) 0.041 -> 0.025 and 0.023 -> 0.014 at batch
+    4,096, 0.021 -> 0.0087 and 0.020 -> 0.0092 at 16,384; with 16 rows both
+    ways at batch 4,096, 0.085 -> 0.025 and 0.064 -> 0.014."""
     X_train, _, y_train, _ = load_dataset("covtype")
     base = _reference_estimator(max_iter=20, batch_size=batch_size).fit(
         X_train, y_train
@@ -753,8 +772,17 @@ def test_reference_correction_beats_the_sample_alone_on_real_data(
     for seed in (0, 1):
         ratios = _ratios_with_and_without(base, "reference_correction", seed)
         print(batch_size, seed, ratios)
-        assert ratios[True] < 0.5 * ratios[False]
-        assert ratios[True] < (0.02 if batch_size == 4096 else 0.01)
+        if batch_size == 4096:
+            # A sample 8x smaller than without the correction, and still closer.
+            assert ratios[True] < 0.7 * ratios[False]
+            assert ratios[True] < 0.03
+            same_rows = copy.deepcopy(base).set_params(hessian_rows=16)
+            ratios = _ratios_with_and_without(same_rows, "reference_correction", seed)
+            print(batch_size, seed, "16 rows both", ratios)
+            assert ratios[True] < 0.4 * ratios[False]
+        else:
+            assert ratios[True] < 0.5 * ratios[False]
+            assert ratios[True] < 0.01
 
 
 def test_reference_correction_with_batches_of_weightless_original_rows():
