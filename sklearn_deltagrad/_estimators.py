@@ -94,11 +94,11 @@ class DeltaGradLogisticRegression(ClassifierMixin, _BaseDeltaGrad):
         Rows per Hessian-vector product of the ``"hessian"`` model. ``"auto"``:
         128 for several outputs; with ``reference_correction`` (whose sample only
         measures how the curvature moved since ``fit``) one row per 256 rows of a
-        batch, at least 16 and at most 64 (batches of at most 64 rows whole), so
-        that the sample costs about the same share of an exact iteration at every
-        batch size (covtype, batches of
-        4,096 rows: 16 rows reach 73-75% of the speed-up ceiling at fidelity
-        ratios 0.008-0.017, 64 rows 63-64% at 0.006-0.012; ``python -m
+        batch (``batch_size``, or every row for ``None``), at least 16 and at
+        most 64 (batches of at most 64 rows whole), so that the sample costs about
+        the same share of an exact iteration at every batch size (covtype,
+        batches of 4,096 rows: 16 rows reach 73-75% of the speed-up ceiling at
+        fidelity ratios 0.008-0.017, 64 rows 63-64% at 0.006-0.012; ``python -m
         benchmarks.sample_rows``); for a single output (two classes, or one
         regression target), whose rows carry less curvature each, four rows per
         parameter, at least 256 and at most 512.
@@ -577,11 +577,11 @@ class DeltaGradRidge(RegressorMixin, _BaseDeltaGrad):
         Rows per Hessian-vector product of the ``"hessian"`` model. ``"auto"``:
         128 for several outputs; with ``reference_correction`` (whose sample only
         measures how the curvature moved since ``fit``) one row per 256 rows of a
-        batch, at least 16 and at most 64 (batches of at most 64 rows whole), so
-        that the sample costs about the same share of an exact iteration at every
-        batch size (covtype, batches of
-        4,096 rows: 16 rows reach 73-75% of the speed-up ceiling at fidelity
-        ratios 0.008-0.017, 64 rows 63-64% at 0.006-0.012; ``python -m
+        batch (``batch_size``, or every row for ``None``), at least 16 and at
+        most 64 (batches of at most 64 rows whole), so that the sample costs about
+        the same share of an exact iteration at every batch size (covtype,
+        batches of 4,096 rows: 16 rows reach 73-75% of the speed-up ceiling at
+        fidelity ratios 0.008-0.017, 64 rows 63-64% at 0.006-0.012; ``python -m
         benchmarks.sample_rows``); for a single output (two classes, or one
         regression target), whose rows carry less curvature each, four rows per
         parameter, at least 256 and at most 512.

@@ -493,6 +493,7 @@ def test_auto_hessian_rows():
         assert large._replay_settings().hessian_rows == rows
         assert ref.hessian_rows_of(large, ref.uses_reference_of(large)) == rows
     assert resolve_hessian_rows("auto", multi._model, True, 300_000) == 64
+    assert resolve_hessian_rows("auto", multi._model, True) == 64
     multi.set_params(reference_correction=False)
     assert multi._replay_settings().hessian_rows == 128
     assert ref.hessian_rows_of(multi, ref.uses_reference_of(multi)) == 128
