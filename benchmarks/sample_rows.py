@@ -61,11 +61,11 @@ def measure_draw(X, y, batch_size, rows_options, rate, draw, repeats):
         return model.partial_fit(X[changed], y[changed], method=method)
 
     results = []
-    for change, fit_rows, serve in [
-        ("deletion", np.arange(n), remove),
-        ("addition", kept, add),
+    for change, (X_fit, y_fit), serve in [
+        ("deletion", (X, y), remove),
+        ("addition", (X[kept], y[kept]), add),
     ]:
-        fitted = DeltaGradLogisticRegression(**params).fit(X[fit_rows], y[fit_rows])
+        fitted = DeltaGradLogisticRegression(**params).fit(X_fit, y_fit)
         for rows, share, ratio in measure_change(fitted, serve, rows_options, repeats):
             results.append(
                 {

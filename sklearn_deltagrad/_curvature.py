@@ -91,10 +91,9 @@ def resolve_hessian_rows(hessian_rows, model, referenced=False, batch_size=None)
         if model.n_outputs > 1:
             if not referenced:
                 return 128
-            if batch_size is None:
-                return _MAX_AUTO_REFERENCED_ROWS
-            if batch_size <= _MAX_AUTO_REFERENCED_ROWS:
-                # Sampled whole (an exact product): such batches cost microseconds.
+            if batch_size is None or batch_size <= _MAX_AUTO_REFERENCED_ROWS:
+                # A small batch is sampled whole (an exact product): it costs
+                # microseconds.
                 return _MAX_AUTO_REFERENCED_ROWS
             share = batch_size // _ROWS_PER_REFERENCED_SAMPLE_ROW
             return min(_MAX_AUTO_REFERENCED_ROWS, max(_MIN_AUTO_REFERENCED_ROWS, share))
