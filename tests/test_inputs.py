@@ -142,49 +142,6 @@ def test_sparse_input_is_never_densified():
     assert peak < 0.01 * X.shape[0] * X.shape[1] * 8
 
 
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_additions_write_into_spare_room_and_keep_the_old_rows(dtype):
-    """The first addition copies the rows into a buffer with room to spare; later
-    additions that fit write only their own rows there (a removal in between
-    compacts the same buffer). Every result equals the concatenation, and the rows
-    an addition started from are unchanged (what a failed request keeps)."""
-    rng = np.random.default_rng(0)
-    X = rng.standard_normal((50, 3)).astype(dtype)
-    rows = TrainingRows.from_fit(X.copy(), rng.normal(size=(50, 1)), rng.random(50))
-    buffers = []
-    # 52 rows leave room for 6 more; 40 rows then need a new buffer.
-    for n_new in [2, 3, 1, 40, 2]:
-        arrays = (rows.X, rows.Y, rows.ids, rows.weights)
-        before = [a.copy() for a in arrays]
-        new = (
-            rng.standard_normal((n_new, 3)).astype(dtype),
-            rng.normal(size=(n_new, 1)),
-            rng.random(n_new),
-        )
-        added, new_ids = rows.with_added(*new)
-        for array, old in zip(arrays, before, strict=True):
-            np.testing.assert_array_equal(array, old)
-        np.testing.assert_array_equal(added.X, np.concatenate([before[0], new[0]]))
-        np.testing.assert_array_equal(added.Y, np.concatenate([before[1], new[1]]))
-        np.testing.assert_array_equal(added.ids, np.concatenate([before[2], new_ids]))
-        np.testing.assert_array_equal(
-            added.weights, np.concatenate([before[3], new[2]])
-        )
-        assert added.X.dtype == dtype
-        buffers.append(added.X.base)
-        rows = added
-    assert buffers[1] is buffers[0] and buffers[2] is buffers[0]
-    assert buffers[3] is not buffers[0] and buffers[4] is buffers[3]
-
-    kept = np.setdiff1d(np.arange(rows.X.shape[0]), [0, 7, 60])
-    expected = rows.X[kept].copy()
-    rows = rows.without(rows.ids[[0, 7, 60]])
-    new_X = rng.standard_normal((4, 3)).astype(dtype)
-    added, _ = rows.with_added(new_X, rng.normal(size=(4, 1)), rng.random(4))
-    assert added.X.base is buffers[3]
-    np.testing.assert_array_equal(added.X, np.concatenate([expected, new_X]))
-
-
 @pytest.mark.parametrize("copy_cache", [True, False])
 def test_reuters_memory_stays_within_the_rows_and_the_cache(load_dataset, copy_cache):
     """Reuters-21578 (7,770 x 8,315 sparse TF-IDF): ``fit`` peaks below twice the
