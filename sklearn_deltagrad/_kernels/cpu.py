@@ -415,7 +415,8 @@ def _csr_output_gradients(
         return
     # One output (binary logistic, single-target ridge): no loop over outputs, and
     # the residual in scalars (a9a's CSR rows, 14 non-zeros each, a batch of 4,096:
-    # 186 us, against 275 us through loss_residual's arrays).
+    # 186 us, against 275 us through loss_residual's arrays). Written out as in
+    # _single_output_residuals: a shared scalar function took 211 against 188 us.
     running = total[0]
     for idx in range(rows.shape[0]):
         i = rows[idx]
