@@ -73,18 +73,18 @@ class DeltaGradLogisticRegression(ClassifierMixin, _BaseDeltaGrad):
         ``hessian_rows`` rows of the batch (more accurate when the batches differ, as
         long as ``hessian_rows * n_classes`` is not small next to the number of
         parameters), or, for two classes only, ``"gram"``: each batch's exact
-        Hessian at the cached iterate, a ``(n_features + 1)^2`` matrix per
-        iteration built at ``fit`` and updated by every request (fit 3-5x slower,
-        requests 20-100x closer to the retrain on covtype class 2 vs rest and
-        a9a; the state keeps the fit's iterates they are weighted at, see the
-        user guide's "What it does not guarantee"). ``"auto"`` takes ``"gram"``
-        for two classes with at most 127 features whose ``T`` matrices take at
-        most 256 MiB; otherwise ``"hessian"`` when ``hessian_rows * n_outputs >=
-        2 * n_params`` (``hessian_rows="auto"`` counted as 128 here, with or
-        without ``reference_correction``) or for full batches
-        (``batch_size=None``) with ``secant_correction``, and ``"lbfgs"``
-        otherwise. An explicit ``hessian_rows`` below that bound therefore
-        selects ``"lbfgs"``: pass ``curvature="hessian"`` with it.
+        Hessian at the cached iterate, a ``(n_features + 1)^2`` matrix per iteration
+        built at ``fit`` and updated by every request (fit 3-5x slower, requests 20-100x
+        closer to the retrain on covtype class 2 vs rest and a9a; the state keeps the
+        fit's iterates they are weighted at, see the user guide's "What it does not
+        guarantee"). ``"auto"`` takes ``"gram"`` for two classes with at most 127
+        features whose ``T`` matrices take at most 128 MiB (single precision); otherwise
+        ``"hessian"`` when ``hessian_rows * n_outputs >= 2 * n_params``
+        (``hessian_rows="auto"`` counted as 128 here, with or without
+        ``reference_correction``) or for full batches (``batch_size=None``) with
+        ``secant_correction``, and ``"lbfgs"`` otherwise. An explicit ``hessian_rows``
+        below that bound therefore selects ``"lbfgs"``: pass ``curvature="hessian"``
+        with it.
     lbfgs_memory : int or "auto", default="auto"
         ``m``, the number of curvature pairs of the L-BFGS model. ``"auto"``: 32,
         fewer (at least 2) where a product with the L-BFGS matrix would cost more

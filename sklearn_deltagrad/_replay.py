@@ -702,7 +702,7 @@ def apply_change(
     The ``GRAM`` model's matrices are written updated into new memory, or, with
     ``defer_grams``, the new cache shares the old one's and the returned
     :class:`GramUpdate` changes them in place when the caller applies it (at its
-    commit: a9a's 49 MB of Grams are then neither copied nor faulted in, and only
+    commit: a9a's 25 MB of Grams are then neither copied nor faulted in, and only
     the changed batches' matrices are touched).
 
     ``written``, a one-element bool array, asks for the new trajectory to be written

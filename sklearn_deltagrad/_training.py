@@ -11,7 +11,7 @@ import numpy as np
 from numba import njit
 
 from ._backend import cuda_loops
-from ._curvature import GRAM
+from ._curvature import GRAM, gram_dtype
 from ._kernels.cpu import (
     BINARY_LOGISTIC,
     MULTINOMIAL,
@@ -190,13 +190,13 @@ def estimate_cache_nbytes(
 ):
     """Bytes of the cache and schedule that a fit of ``model`` will allocate.
 
-    ``2 * T * n_params * 8`` for the iterates and gradients, ``T`` exactness flags,
-    the final parameters, and the schedule (a row id per row and epoch, of the type
-    that ``make_schedule`` gives them, ``T + 1`` batch pointers, ``T`` learning
-    rates). With the ``"gram"`` curvature model, the ``T * q^2`` float64 Gram
-    matrices are included, and for the logistic loss the ``T * n_params`` iterates
-    they are weighted at. With ``reference``, the ``"hessian"`` model's reference
-    Hessian and point (``n_params^2 + n_params`` float64).
+    ``2 * T * n_params * 8`` for the iterates and gradients, ``T`` exactness flags, the
+    final parameters, and the schedule (a row id per row and epoch, of the type that
+    ``make_schedule`` gives them, ``T + 1`` batch pointers, ``T`` learning rates). With
+    the ``"gram"`` curvature model, the ``T * q^2`` Gram matrices are included (float32
+    for the logistic loss, see ``gram_dtype``), and for the logistic loss the ``T *
+    n_params`` iterates they are weighted at. With ``reference``, the ``"hessian"``
+    model's reference Hessian and point (``n_params^2 + n_params`` float64).
     """
     n_params = model.n_params
     nbytes = 2 * n_iterations * n_params * 8 + n_iterations + n_params * 8
@@ -204,7 +204,7 @@ def estimate_cache_nbytes(
     nbytes += n_samples * n_epochs * id_bytes + (n_iterations + 1) * 8
     nbytes += n_iterations * 8
     if curvature == GRAM:
-        nbytes += n_iterations * model.n_columns**2 * 8
+        nbytes += n_iterations * model.n_columns**2 * gram_dtype(model.loss).itemsize
         if model.loss != SQUARED:
             nbytes += n_iterations * n_params * 8
     if reference:

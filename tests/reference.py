@@ -598,8 +598,8 @@ def resolved_curvature(est):
     n_params = columns * model.n_outputs
     if model.loss == SQUARED and columns <= 64:
         return "gram"
-    gram_bytes = est._schedule.n_iterations * columns**2 * 8
-    if model.loss == BINARY_LOGISTIC and columns <= 128 and gram_bytes <= 2**28:
+    gram_bytes = est._schedule.n_iterations * columns**2 * 4  # single precision
+    if model.loss == BINARY_LOGISTIC and columns <= 128 and gram_bytes <= 2**27:
         return "gram"
     if hessian_rows_of(est) * model.n_outputs >= 2 * n_params:
         return "hessian"

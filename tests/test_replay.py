@@ -75,6 +75,12 @@ def assert_rel_close(actual, expected, tol, what):
     assert err < tol, f"{what}: relative difference {err:.3e} > {tol:.0e}"
 
 
+def replay_tolerance(loss, curvature):
+    """How close a replay comes to NumPy's: the logistic loss's Grams are single
+    precision (``gram_dtype``), so its Gram products agree to about 1e-7."""
+    return 1e-7 if curvature == "gram" and loss == ref.BINARY_LOGISTIC else 1e-9
+
+
 def batches(schedule):
     ptr, ids = schedule.batch_ptr, schedule.batch_ids
     return [ids[ptr[t] : ptr[t + 1]] for t in range(len(ptr) - 1)]
@@ -852,8 +858,9 @@ def test_weighted_replay_matches_numpy_replay(
     assert_report_counts(report, out)
     assert not cache.exact.all()  # the curvature model was used
     np.testing.assert_array_equal(cache.exact, out["exact"])
+    tol = replay_tolerance(loss, curvature)
     for key in ("weights", "gradients", "final"):
-        assert_rel_close(getattr(cache, key), out[key], 1e-9, f"{key} vs NumPy")
+        assert_rel_close(getattr(cache, key), out[key], tol, f"{key} vs NumPy")
     assert rel_diff(cache.final, before.final) > 1e-6  # the request changed the model
     if "emptied" in marks:
         # The batch's remaining rows weigh 0: skipped, as by the retrain.
@@ -1038,8 +1045,9 @@ def test_weighted_sequence_of_requests_matches_numpy_replay(
         assert_report_counts(report, out)
         assert not cache.exact[out["first_iteration"] :].all()
         np.testing.assert_array_equal(cache.exact, out["exact"])
+        tol = replay_tolerance(loss, curvature)
         for key in ("weights", "gradients", "final"):
-            assert_rel_close(getattr(cache, key), out[key], 1e-9, f"{key} vs NumPy")
+            assert_rel_close(getattr(cache, key), out[key], tol, f"{key} vs NumPy")
         chained = {**out, "gram_points": points}
         schedule = change.schedule
     assert np.array_equal(np.unique(schedule.batch_ids), live)
@@ -1061,7 +1069,9 @@ def test_weighted_sequence_of_requests_matches_numpy_replay(
             points,
             fresh,
         )
-        assert_rel_close(cache.grams, fresh, 1e-10, "Gram matrices")
+        # Single precision for the logistic loss: each update rounds to 6e-8.
+        tol = 1e-10 if cache.grams.dtype == np.float64 else 1e-6
+        assert_rel_close(cache.grams, fresh, tol, "Gram matrices")
         if loss == ref.SQUARED:
             np.testing.assert_equal(cache.gram_points, None)
         else:

@@ -886,8 +886,10 @@ def _gram_product_kernel(gram, batch_weight, v, alpha, n_outputs, n_penalized, o
     j = q // n_outputs
     k = q % n_outputs
     value = 0.0
+    # Column j (the matrix is symmetric), in the order of the CPU's row-by-row sum;
+    # the threads of a warp read adjacent entries.
     for col in range(gram.shape[0]):
-        value += gram[j, col] * v[col * n_outputs + k]
+        value += gram[col, j] * v[col * n_outputs + k]
     value /= batch_weight
     if q < n_penalized:
         value += alpha * v[q]
