@@ -17,11 +17,14 @@ from sklearn_deltagrad._curvature import (
     GRAM,
     HESSIAN,
     LBFGS,
+    _sparse_rows_pay,
+    add_gram_rows,
     add_reference_correction,
     add_reference_rows,
     batch_grams,
     build_reference,
     gram_product,
+    gram_workspace,
     reference_operator,
     resolve_curvature,
     resolve_hessian_rows,
@@ -168,6 +171,48 @@ def test_update_grams_adds_and_removes_rows(in_place, loss, weights, layout):
         points, expected,
     )  # fmt: skip
     assert rel_err(grams[0], expected[0]) < 1e-12
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("fit_intercept", [False, True])
+@pytest.mark.parametrize("loss", [ref.SQUARED, ref.BINARY_LOGISTIC])
+@pytest.mark.parametrize("n_rows", [1, 3, 12, 40, 1500])
+def test_gram_rows_with_few_nonzeros(n_rows, loss, fit_intercept, layout):
+    """Rows with few nonzeros (one-hot like a9a's) take the sparse path, the outer
+    products of their nonzeros plus the centring's rank-2 term, where it pays (not
+    for one or three centred rows, whose rank-2 pass would cost more than the dense
+    loop): the Gram of the centred rows all the same, removed with ``sign=-1`` as
+    well as added."""
+    sparse = n_rows >= 12 or not fit_intercept
+    rng = np.random.default_rng(0)
+    X = (rng.random((300, 40)) < 0.06) * rng.choice([1.0, 2.5], (300, 40))
+    X[4] = 0.0  # the layouts' zero row
+    rows_in, X = kernel_rows(X, layout)
+    sample_weight = rng.uniform(0.5, 2.0, X.shape[0])
+    offset = X.mean(axis=0) if fit_intercept else np.zeros(X.shape[1])
+    columns = X.shape[1] + int(fit_intercept)
+    point = 0.3 * rng.standard_normal(columns)
+    rows = rng.integers(0, X.shape[0], n_rows).astype(np.int64)  # with repeats
+    A = X[rows] - offset
+    if fit_intercept:
+        A = np.hstack([A, np.ones((n_rows, 1))])
+    scale = sample_weight[rows]
+    if loss == ref.BINARY_LOGISTIC:
+        p = 1.0 / (1.0 + np.exp(-(A @ point)))
+        scale = scale * p * (1.0 - p)
+    expected = (A * scale[:, None]).T @ A
+    before = rng.standard_normal((columns, columns))
+    workspace = gram_workspace(n_rows, columns)
+    for sign in (1.0, -1.0):
+        gram = before.copy()
+        add_gram_rows(
+            rows_in, sample_weight, rows, offset, fit_intercept, loss, point, sign,
+            gram, workspace,
+        )  # fmt: skip
+        assert rel_err(gram - before, sign * expected) < 1e-12
+        # The last block's choice (its counts are still in the workspace).
+        size = (n_rows - 1) % workspace[0].shape[0] + 1
+        assert _sparse_rows_pay(offset, size, columns, workspace) == sparse
 
 
 def test_gram_precision_follows_the_loss():
