@@ -167,7 +167,7 @@ def resolve_curvature(
         and columns <= _MAX_LOGISTIC_GRAM_COLUMNS
         and (
             n_iterations is None
-            or n_iterations * columns * columns * _gram_itemsize(model.loss)
+            or n_iterations * columns * columns * gram_dtype(model.loss).itemsize
             <= _MAX_AUTO_GRAM_BYTES
         )
     ):
@@ -217,10 +217,6 @@ _LOGISTIC_GRAM_DTYPE = np.float32
 def gram_dtype(loss):
     """The dtype of the ``GRAM`` model's matrices for ``loss``."""
     return np.dtype(np.float64 if loss == SQUARED else _LOGISTIC_GRAM_DTYPE)
-
-
-def _gram_itemsize(loss):
-    return gram_dtype(loss).itemsize
 
 
 # reference_correction keeps one n_params x n_params matrix: up to 2,048
@@ -470,6 +466,7 @@ def add_gram_rows(
     weighted_by_point = loss != SQUARED
     output, unit, curvature = scalars[0:1], scalars[1:2], scalars[2:3]
     unit[0] = 1.0
+    centred = np.any(offset != 0.0)
     block_rows = block.shape[0]
     for start in range(0, n_rows, block_rows):
         size = min(block_rows, n_rows - start)
@@ -490,12 +487,12 @@ def add_gram_rows(
             scales[idx] = scale
             for j in range(n_columns):
                 weighted[idx, j] = scale * a[j]
-        if _sparse_rows_pay(offset, size, n_columns, workspace):
+        if _sparse_rows_pay(centred, size, n_columns, workspace):
             x = workspace[9][:n_features]
             for idx in range(size):
                 row_into(X, rows[start + idx], x)
                 _record_nonzeros(x, n_features, fit_intercept, idx, workspace)
-            _add_sparse_rows(gram, offset, size, workspace)
+            _add_sparse_rows(gram, offset, centred, size, workspace)
         elif size <= _GRAM_LOOP_ROWS:
             # A request's few changed rows per batch: added to each row of the
             # Gram while it is in the CPU cache (one pass over the matrix; the
@@ -545,7 +542,7 @@ def _record_nonzeros(x, n_features, fit_intercept, idx, workspace):
 
 
 @njit(cache=True)
-def _sparse_rows_pay(offset, size, n_columns, workspace):
+def _sparse_rows_pay(centred, size, n_columns, workspace):
     """Whether :func:`_add_sparse_rows` costs at most half of the dense paths'
     ``size`` terms per Gram entry: rows with few nonzeros (a9a's one-hot rows, 14
     of 123 features), several per batch. On a9a's Grams (124 columns, single
@@ -559,18 +556,18 @@ def _sparse_rows_pay(offset, size, n_columns, workspace):
         cost = _SCATTERED_TERM_COST * scattered
     else:
         cost = _SCATTERED_TERM_COST_BLAS * scattered
-    if np.any(offset != 0.0):
+    if centred:
         cost += 2 * n_columns * n_columns
     return 2 * cost <= size * n_columns * n_columns
 
 
 @njit(cache=True)
-def _add_sparse_rows(gram, offset, size, workspace):
+def _add_sparse_rows(gram, offset, centred, size, workspace):
     """``gram += sum_i s_i a_i a_i^T`` for the workspace's rows ``a_i = z_i - m``
     (``z_i`` uncentred, ``m = (offset, 0)``) from the nonzeros of the ``z_i``:
     ``sum_i s_i z_i z_i^T - u m^T - m u^T + S m m^T`` with ``u = sum_i s_i z_i``
-    and ``S = sum_i s_i``, the outer products row by row and the centring in one
-    rank-2 pass over the Gram."""
+    and ``S = sum_i s_i``, the outer products row by row and the centring (where
+    ``centred``: ``offset`` not all zero) in one rank-2 pass over the Gram."""
     nonzero, values, counts, scales, scaled_sum = workspace[4:9]
     for idx in range(size):
         count = counts[idx]
@@ -580,7 +577,7 @@ def _add_sparse_rows(gram, offset, size, workspace):
             factor = scale * values[idx, p]
             for q in range(count):
                 gram[j, nonzero[idx, q]] += factor * values[idx, q]
-    if not np.any(offset != 0.0):
+    if not centred:
         return
     scaled_sum[:] = 0.0
     scale_sum = 0.0

@@ -212,7 +212,7 @@ def test_gram_rows_with_few_nonzeros(n_rows, loss, fit_intercept, layout):
         assert rel_err(gram - before, sign * expected) < 1e-12
         # The last block's choice (its counts are still in the workspace).
         size = (n_rows - 1) % workspace[0].shape[0] + 1
-        assert _sparse_rows_pay(offset, size, columns, workspace) == sparse
+        assert _sparse_rows_pay(fit_intercept, size, columns, workspace) == sparse
 
 
 def test_gram_precision_follows_the_loss():
