@@ -385,8 +385,9 @@ def replay_iterations(
                 pairs.product(step, estimate)
             elif curvature == GRAM:
                 kernels.gram_product(
-                    d_grams[row], b_old, step, alpha, n_outputs, n_penalized, estimate
-                )
+                    d_grams[row], d_offset, b_old, step, alpha, n_outputs,
+                    n_penalized, estimate,
+                )  # fmt: skip
             else:
                 weight = secant_weight(control_sums) if has_anchor else 0.0
                 if weight != 0.0:

@@ -44,7 +44,10 @@ the new iterate ``w'`` from the cached one at ``w``: ``g(w) + alpha P w + B (w' 
   by the earlier changes only (a first-order error in that move, where the row
   sample's error is its sampling noise). Its Grams are stored in single precision
   (:func:`gram_dtype`), the squared loss's in double. Rows with few nonzeros enter
-  a Gram through their nonzeros (:func:`add_gram_rows`).
+  a Gram through their nonzeros (:func:`add_gram_rows`), uncentred: each Gram is
+  stored as ``q + 1`` rows of ``q`` (:func:`gram_nbytes`), a matrix ``G`` and a
+  pending centring vector ``r``, and the batch's Gram is ``G - r m^T - m r^T``
+  (``m = (offset, 0)``), which :func:`gram_product` applies in ``O(q K)``.
 """
 
 import numpy as np
@@ -167,8 +170,7 @@ def resolve_curvature(
         and columns <= _MAX_LOGISTIC_GRAM_COLUMNS
         and (
             n_iterations is None
-            or n_iterations * columns * columns * gram_dtype(model.loss).itemsize
-            <= _MAX_AUTO_GRAM_BYTES
+            or gram_nbytes(n_iterations, columns, model.loss) <= _MAX_AUTO_GRAM_BYTES
         )
     ):
         return GRAM
@@ -217,6 +219,17 @@ _LOGISTIC_GRAM_DTYPE = np.float32
 def gram_dtype(loss):
     """The dtype of the ``GRAM`` model's matrices for ``loss``."""
     return np.dtype(np.float64 if loss == SQUARED else _LOGISTIC_GRAM_DTYPE)
+
+
+def gram_shape(n_iterations, n_columns):
+    """The shape of the ``GRAM`` model's array: per iteration a ``q x q`` matrix
+    and, in row ``q``, its pending centring vector (see :func:`add_gram_rows`)."""
+    return (n_iterations, n_columns + 1, n_columns)
+
+
+def gram_nbytes(n_iterations, n_columns, loss):
+    """The bytes of the ``GRAM`` model's array."""
+    return int(np.prod(gram_shape(n_iterations, n_columns))) * gram_dtype(loss).itemsize
 
 
 # reference_correction keeps one n_params x n_params matrix: up to 2,048
@@ -432,14 +445,11 @@ def gram_workspace(n_rows, n_columns):
         np.empty((n_columns, n_columns)),
         np.empty(3),
         # The block's rows uncentred, as (column, value) lists of their nonzeros
-        # with their counts (see _add_sparse_rows), their scales s_i c_i, the
-        # sum of the scaled rows, and one row read densely.
+        # with their counts (see _add_sparse_rows), and their scales s_i c_i.
         np.empty((block_rows, n_columns), dtype=np.int64),
         np.empty((block_rows, n_columns)),
         np.empty(block_rows, dtype=np.int64),
         np.empty(block_rows),
-        np.empty(n_columns),
-        np.empty(n_columns),
     )
 
 
@@ -447,53 +457,62 @@ def gram_workspace(n_rows, n_columns):
 def add_gram_rows(
     X, sample_weight, rows, offset, fit_intercept, loss, point, sign, gram, workspace
 ):  # fmt: skip
-    """``gram += sign * sum_i s_i c_i a_i a_i^T`` over ``rows``, ``a_i = (x_i -
-    offset, 1)``, ``s_i`` the rows' weights and ``c_i`` the loss curvature at the
-    parameters ``point`` (1 for the squared loss, ``p (1 - p)`` of ``a_i . point``
-    for the binary logistic loss, whose Hessian is then this sum). ``workspace``
-    comes from :func:`gram_workspace`.
+    """Adds ``sign * sum_i s_i c_i a_i a_i^T`` over ``rows`` to the Gram ``gram``
+    (``q + 1`` rows of ``q``, see :func:`gram_shape`), ``a_i = (x_i - offset, 1)``,
+    ``s_i`` the rows' weights and ``c_i`` the loss curvature at the parameters
+    ``point`` (1 for the squared loss, ``p (1 - p)`` of ``a_i . point`` for the
+    binary logistic loss, whose Hessian is then this sum). ``workspace`` comes from
+    :func:`gram_workspace`.
 
-    Rows are gathered in blocks; a block is added by a dense loop (a few rows),
-    a BLAS product (more), or, where :func:`_sparse_rows_pay`, from its rows'
-    nonzeros (:func:`_add_sparse_rows`)."""
+    Rows are gathered in blocks; a block is added to the matrix by a dense loop (a
+    few rows), a BLAS product (more), or, where :func:`_sparse_rows_pay`, from its
+    rows' nonzeros uncentred, its centring left pending in the Gram's last row
+    (:func:`_add_sparse_rows`)."""
     n_rows = rows.shape[0]
     if n_rows == 0:
         return
     block, weighted, product, scalars = workspace[:4]
     counts, scales = workspace[6], workspace[7]
     n_features = offset.shape[0]
-    n_columns = gram.shape[0]
+    n_columns = gram.shape[1]
     weighted_by_point = loss != SQUARED
     output, unit, curvature = scalars[0:1], scalars[1:2], scalars[2:3]
     unit[0] = 1.0
+    shift = 0.0
+    if weighted_by_point:
+        # a_i . point from the uncentred row: x_i . point + shift.
+        shift = point[n_features] if fit_intercept else 0.0
+        shift -= np.dot(offset, point[:n_features])
     centred = np.any(offset != 0.0)
     block_rows = block.shape[0]
     for start in range(0, n_rows, block_rows):
         size = min(block_rows, n_rows - start)
+        # The rows uncentred first: the sparse path needs no more of them.
         for idx in range(size):
             i = rows[start + idx]
+            x = block[idx, :n_features]
+            row_into(X, i, x)
+            counts[idx] = _count_nonzeros(x, n_features, fit_intercept)
+            scale = sign * sample_weight[i]
+            if weighted_by_point:
+                output[0] = np.dot(x, point[:n_features]) + shift
+                loss_curvature_product(loss, output, unit, curvature)
+                scale *= curvature[0]
+            scales[idx] = scale
+        if _sparse_rows_pay(size, n_columns, workspace):
+            for idx in range(size):
+                _record_nonzeros(block[idx], n_features, fit_intercept, idx, workspace)
+            _add_sparse_rows(gram, offset, centred, size, workspace)
+            continue
+        for idx in range(size):
             a = block[idx]
-            row_into(X, i, a[:n_features])
-            counts[idx] = _count_nonzeros(a, n_features, fit_intercept)
             for j in range(n_features):
                 a[j] -= offset[j]
             if fit_intercept:
                 a[n_features] = 1.0
-            scale = sign * sample_weight[i]
-            if weighted_by_point:
-                output[0] = np.dot(a, point[:n_columns])
-                loss_curvature_product(loss, output, unit, curvature)
-                scale *= curvature[0]
-            scales[idx] = scale
             for j in range(n_columns):
-                weighted[idx, j] = scale * a[j]
-        if _sparse_rows_pay(centred, size, n_columns, workspace):
-            x = workspace[9][:n_features]
-            for idx in range(size):
-                row_into(X, rows[start + idx], x)
-                _record_nonzeros(x, n_features, fit_intercept, idx, workspace)
-            _add_sparse_rows(gram, offset, centred, size, workspace)
-        elif size <= _GRAM_LOOP_ROWS:
+                weighted[idx, j] = scales[idx] * a[j]
+        if size <= _GRAM_LOOP_ROWS:
             # A request's few changed rows per batch: added to each row of the
             # Gram while it is in the CPU cache (one pass over the matrix; the
             # rows' terms in the same order as one pass per row).
@@ -504,7 +523,7 @@ def add_gram_rows(
                         gram[j, col] += factor * block[idx, col]
         else:
             np.dot(weighted[:size].T, block[:size], product)
-            gram += product
+            gram[:n_columns] += product
 
 
 # The sparse path's cost of one scattered term of an outer product, next to one
@@ -542,12 +561,10 @@ def _record_nonzeros(x, n_features, fit_intercept, idx, workspace):
 
 
 @njit(cache=True)
-def _sparse_rows_pay(centred, size, n_columns, workspace):
+def _sparse_rows_pay(size, n_columns, workspace):
     """Whether :func:`_add_sparse_rows` costs at most half of the dense paths'
     ``size`` terms per Gram entry: rows with few nonzeros (a9a's one-hot rows, 14
-    of 123 features), several per batch. On a9a's Grams (124 columns, single
-    precision, timed alone) the sparse path took 3.8 against 3.2 ms for four rows
-    per matrix, 24 against 28 ms for ten."""
+    of 123 features)."""
     counts = workspace[6]
     scattered = 0
     for idx in range(size):
@@ -556,19 +573,21 @@ def _sparse_rows_pay(centred, size, n_columns, workspace):
         cost = _SCATTERED_TERM_COST * scattered
     else:
         cost = _SCATTERED_TERM_COST_BLAS * scattered
-    if centred:
-        cost += 2 * n_columns * n_columns
     return 2 * cost <= size * n_columns * n_columns
 
 
 @njit(cache=True)
 def _add_sparse_rows(gram, offset, centred, size, workspace):
-    """``gram += sum_i s_i a_i a_i^T`` for the workspace's rows ``a_i = z_i - m``
-    (``z_i`` uncentred, ``m = (offset, 0)``) from the nonzeros of the ``z_i``:
-    ``sum_i s_i z_i z_i^T - u m^T - m u^T + S m m^T`` with ``u = sum_i s_i z_i``
-    and ``S = sum_i s_i``, the outer products row by row and the centring (where
-    ``centred``: ``offset`` not all zero) in one rank-2 pass over the Gram."""
-    nonzero, values, counts, scales, scaled_sum = workspace[4:9]
+    """Adds ``sum_i s_i a_i a_i^T`` for the workspace's rows ``a_i = z_i - m``
+    (``z_i`` uncentred, ``m = (offset, 0)``) to the Gram ``gram`` from the nonzeros
+    of the ``z_i``. That sum is ``sum_i s_i z_i z_i^T - u m^T - m u^T + S m m^T``
+    with ``u = sum_i s_i z_i`` and ``S = sum_i s_i``: the outer products go into
+    the matrix, and (where ``centred``: ``offset`` not all zero) the rest into the
+    pending centring vector ``r``, as ``r += u - S m / 2`` (then ``-r m^T - m r^T``
+    is the rest). A pass over the whole matrix would cost more than the few rows'
+    nonzeros (a9a, batches of 1,024 rows, removal of 1%: 28 ms of a request)."""
+    nonzero, values, counts, scales = workspace[4:8]
+    n_columns = gram.shape[1]
     for idx in range(size):
         count = counts[idx]
         scale = scales[idx]
@@ -579,20 +598,32 @@ def _add_sparse_rows(gram, offset, centred, size, workspace):
                 gram[j, nonzero[idx, q]] += factor * values[idx, q]
     if not centred:
         return
-    scaled_sum[:] = 0.0
-    scale_sum = 0.0
+    pending = gram[n_columns]
+    half_scale_sum = 0.0
     for idx in range(size):
-        scale_sum += scales[idx]
+        half_scale_sum += 0.5 * scales[idx]
         for p in range(counts[idx]):
-            scaled_sum[nonzero[idx, p]] += scales[idx] * values[idx, p]
+            pending[nonzero[idx, p]] += scales[idx] * values[idx, p]
+    for j in range(offset.shape[0]):
+        pending[j] -= half_scale_sum * offset[j]
+
+
+@njit(cache=True)
+def fold_centring(gram, offset):
+    """Moves a Gram's pending centring vector ``r`` into its matrix (``G -= r m^T
+    + m r^T``, ``m = (offset, 0)``) and zeroes it: the same Gram, in the form that
+    a fit builds."""
+    n_columns = gram.shape[1]
     n_features = offset.shape[0]
-    for j in range(gram.shape[0]):
+    pending = gram[n_columns]
+    for j in range(n_columns):
         m_j = offset[j] if j < n_features else 0.0
-        factor = scale_sum * m_j - scaled_sum[j]
+        r_j = pending[j]
         for col in range(n_features):
-            gram[j, col] += factor * offset[col] - m_j * scaled_sum[col]
-        for col in range(n_features, gram.shape[0]):
-            gram[j, col] -= m_j * scaled_sum[col]
+            gram[j, col] -= r_j * offset[col] + m_j * pending[col]
+        for col in range(n_features, n_columns):
+            gram[j, col] -= m_j * pending[col]
+    pending[:] = 0.0
 
 
 @njit(cache=True, nogil=True)
@@ -600,10 +631,10 @@ def batch_grams(
     X, sample_weight, batch_ptr, batch_rows, offset, fit_intercept, loss, points,
     grams,
 ):  # fmt: skip
-    """The Gram matrix of every batch of a schedule, into ``grams`` (T, q, q);
-    batch ``t``'s rows are weighted by the loss curvature at ``points[t]`` (see
-    :func:`add_gram_rows`)."""
-    workspace = gram_workspace(_most_rows(batch_ptr), grams.shape[1])
+    """The Gram matrix of every batch of a schedule, into ``grams`` (see
+    :func:`gram_shape`; its centring folded in); batch ``t``'s rows are weighted by
+    the loss curvature at ``points[t]`` (see :func:`add_gram_rows`)."""
+    workspace = gram_workspace(_most_rows(batch_ptr), grams.shape[2])
     for t in range(grams.shape[0]):
         grams[t] = 0.0
         rows = batch_rows[batch_ptr[t] : batch_ptr[t + 1]]
@@ -611,6 +642,9 @@ def batch_grams(
             X, sample_weight, rows, offset, fit_intercept, loss, points[t], 1.0,
             grams[t], workspace,
         )  # fmt: skip
+        # The whole batch uncentred would lose digits to the centring's
+        # cancellation: a built Gram starts centred.
+        fold_centring(grams[t], offset)
 
 
 def build_grams(X, sample_weight, model, batch_ptr, batch_rows, points):
@@ -624,7 +658,7 @@ def build_grams(X, sample_weight, model, batch_ptr, batch_rows, points):
     """
     n_columns = model.n_columns
     grams = np.empty(
-        (batch_ptr.shape[0] - 1, n_columns, n_columns), dtype=gram_dtype(model.loss)
+        gram_shape(batch_ptr.shape[0] - 1, n_columns), dtype=gram_dtype(model.loss)
     )
     batch_grams(
         as_kernel_rows(X),
@@ -650,7 +684,7 @@ def update_grams(X, sample_weight, changed, loss, points, source, grams):
     gains, and how rows are centred. ``grams`` is new memory (see
     :func:`update_grams_in_place` for the other case): each matrix is copied just
     before its update, while it is in the CPU cache."""
-    workspace = _change_workspace(changed, grams.shape[1])
+    workspace = _change_workspace(changed, grams.shape[2])
     for t in range(grams.shape[0]):
         grams[t, :, :] = source[t]
         _change_gram(X, sample_weight, changed, loss, points, t, grams[t], workspace)
@@ -663,7 +697,7 @@ def update_grams_in_place(X, sample_weight, changed, loss, points, grams, done):
     function when it has finished, so a caller interrupted right after the call
     still knows that the matrices have changed. All memory it needs is allocated
     before the first matrix changes: it cannot stop half-way."""
-    workspace = _change_workspace(changed, grams.shape[1])
+    workspace = _change_workspace(changed, grams.shape[2])
     for t in range(grams.shape[0]):
         _change_gram(X, sample_weight, changed, loss, points, t, grams[t], workspace)
     done[0] = True
@@ -703,11 +737,12 @@ def _change_gram(X, sample_weight, changed, loss, points, t, gram, workspace):
 
 
 @njit(cache=True)
-def gram_product(gram, batch_weight, v, alpha, n_outputs, n_penalized, out):
-    """``out = (gram / batch_weight) (x) I_K v + alpha P v``: a batch Hessian
-    product (``gram`` symmetric, in single or double precision; the sums in
-    double)."""
-    n_columns = gram.shape[0]
+def gram_product(gram, offset, batch_weight, v, alpha, n_outputs, n_penalized, out):
+    """``out = (G_b / batch_weight) (x) I_K v + alpha P v``: a batch Hessian
+    product, ``G_b = G - r m^T - m r^T`` the batch's Gram from the matrix ``G``
+    (symmetric, in single or double precision; the sums in double) and the pending
+    centring ``r`` that ``gram`` holds (see :func:`add_gram_rows`)."""
+    n_columns = gram.shape[1]
     if n_outputs == 1:
         # The Gram's rows serve as its columns: out += gram[c] * v[c] row by row,
         # a loop over contiguous memory that the compiler vectorises (per a9a
@@ -719,17 +754,34 @@ def gram_product(gram, batch_weight, v, alpha, n_outputs, n_penalized, out):
             factor = v[col]
             for j in range(n_columns):
                 out[j] += row[j] * factor
-        for i in range(n_columns):
-            out[i] /= batch_weight
     else:
         # v holds a (q, K) matrix row by row (parameter j * K + k), so (x) I_K is
         # one matrix product with that view of v (only ridge with several targets:
         # double-precision Grams).
         values = v.astype(gram.dtype).reshape((n_columns, n_outputs))
-        product = np.dot(gram, values).reshape(-1)
-        for i in range(out.shape[0]):
-            out[i] = product[i] / batch_weight
+        product = np.dot(gram[:n_columns], values).reshape(-1)
+        out[:] = product
+    _subtract_pending_centring(gram[n_columns], offset, v, n_outputs, out)
+    for i in range(out.shape[0]):
+        out[i] /= batch_weight
     add_penalty(v, alpha, n_penalized, out)
+
+
+@njit(cache=True)
+def _subtract_pending_centring(pending, offset, v, n_outputs, out):
+    """``out -= (r m^T + m r^T) (x) I_K v``, ``m = (offset, 0)``."""
+    n_features = offset.shape[0]
+    for k in range(n_outputs):
+        m_v = 0.0
+        r_v = 0.0
+        for j in range(pending.shape[0]):
+            r_v += pending[j] * v[j * n_outputs + k]
+        for j in range(n_features):
+            m_v += offset[j] * v[j * n_outputs + k]
+        for j in range(pending.shape[0]):
+            out[j * n_outputs + k] -= pending[j] * m_v
+        for j in range(n_features):
+            out[j * n_outputs + k] -= offset[j] * r_v
 
 
 @njit(cache=True)

@@ -73,18 +73,18 @@ class DeltaGradLogisticRegression(ClassifierMixin, _BaseDeltaGrad):
         ``hessian_rows`` rows of the batch (more accurate when the batches differ, as
         long as ``hessian_rows * n_classes`` is not small next to the number of
         parameters), or, for two classes only, ``"gram"``: each batch's exact
-        Hessian at the cached iterate, a ``(n_features + 1)^2`` matrix per iteration
-        built at ``fit`` and updated by every request (fit 3-5x slower, requests 20-100x
-        closer to the retrain on covtype class 2 vs rest and a9a; the state keeps the
-        fit's iterates they are weighted at, see the user guide's "What it does not
-        guarantee"). ``"auto"`` takes ``"gram"`` for two classes with at most 127
-        features whose ``T`` matrices take at most 128 MiB (single precision); otherwise
-        ``"hessian"`` when ``hessian_rows * n_outputs >= 2 * n_params``
-        (``hessian_rows="auto"`` counted as 128 here, with or without
-        ``reference_correction``) or for full batches (``batch_size=None``) with
-        ``secant_correction``, and ``"lbfgs"`` otherwise. An explicit ``hessian_rows``
-        below that bound therefore selects ``"lbfgs"``: pass ``curvature="hessian"``
-        with it.
+        Hessian at the cached iterate, a ``(n_features + 1)^2`` matrix (and a
+        vector) per iteration built at ``fit`` and updated by every request (fit
+        3-5x slower, requests 20-100x closer to the retrain on covtype class 2 vs
+        rest and a9a; the state keeps the fit's iterates they are weighted at, see
+        the user guide's "What it does not guarantee"). ``"auto"`` takes ``"gram"``
+        for two classes with at most 127 features whose ``T`` matrices take at most
+        128 MiB (single precision); otherwise ``"hessian"`` when ``hessian_rows *
+        n_outputs >= 2 * n_params`` (``hessian_rows="auto"`` counted as 128 here,
+        with or without ``reference_correction``) or for full batches
+        (``batch_size=None``) with ``secant_correction``, and ``"lbfgs"`` otherwise.
+        An explicit ``hessian_rows`` below that bound therefore selects ``"lbfgs"``:
+        pass ``curvature="hessian"`` with it.
     lbfgs_memory : int or "auto", default="auto"
         ``m``, the number of curvature pairs of the L-BFGS model. ``"auto"``: 32,
         fewer (at least 2) where a product with the L-BFGS matrix would cost more
@@ -152,8 +152,8 @@ class DeltaGradLogisticRegression(ClassifierMixin, _BaseDeltaGrad):
         (a ``MemoryError`` and ``ValueError``), before allocating anything, when
         the cache it would build takes more bytes: ``2 * T * n_params * 8`` for
         iterates and gradients plus the schedule (``T`` iterations), and the
-        ``"gram"`` model's ``T * (n_features + 1)^2 * 8`` (and ``T * n_params * 8``
-        for the classifier). ``None`` disables the check.
+        ``"gram"`` model's ``T * (q + 1) * q * 4``, ``q = n_features + 1`` (and ``T
+        * n_params * 8`` for the classifier). ``None`` disables the check.
     device : {"cpu", "cuda", "auto"}, default="cpu"
         Where training and requests run: ``"cpu"`` (Numba CPU kernels),
         ``"cuda"`` (Numba CUDA kernels on an NVIDIA GPU: ``pip install
@@ -242,8 +242,9 @@ class DeltaGradLogisticRegression(ClassifierMixin, _BaseDeltaGrad):
       for float32 features, the CSR arrays for sparse ones);
     - cache: ``2*T*d*8 + T + d*8`` (iterates, gradients, flags, final model);
     - schedule: ``nnz*8 + (T+1)*8 + T*8``;
-    - Gram matrices ``T*(p+1)^2*8`` when the ``"gram"`` curvature model is used
-      (two classes), and the ``T*d*8`` iterates they were built at.
+    - Gram matrices ``T*(p+2)*(p+1)*4`` (single precision) when the ``"gram"``
+      curvature model is used (two classes), and the ``T*d*8`` iterates they were
+      built at.
 
     :meth:`to_sklearn` exports the model alone (a few ``p * n_outputs`` floats)
     for serving predictions.
@@ -563,8 +564,8 @@ class DeltaGradRidge(RegressorMixin, _BaseDeltaGrad):
         ``j0``, the number of leading iterations that are always exact.
     curvature : {"auto", "gram", "lbfgs", "hessian"}, default="auto"
         Curvature model of the approximate iterations. ``"gram"`` keeps each batch's
-        Gram matrix (built at ``fit``, ``T * (n_features + 1)^2`` floats, updated
-        by every request) and makes the replay exact up to rounding;
+        Gram matrix (built at ``fit``, ``T * (n_features + 2) * (n_features + 1)``
+        floats, updated by every request) and makes the replay exact up to rounding;
         ``"lbfgs"`` and ``"hessian"`` are as in
         :class:`DeltaGradLogisticRegression`. ``"auto"`` takes ``"gram"`` up to 63
         features, otherwise as the classifier does.
@@ -628,8 +629,8 @@ class DeltaGradRidge(RegressorMixin, _BaseDeltaGrad):
         (a ``MemoryError`` and ``ValueError``), before allocating anything, when
         the cache it would build takes more bytes: ``2 * T * n_params * 8`` for
         iterates and gradients plus the schedule (``T`` iterations), and the
-        ``"gram"`` model's ``T * (n_features + 1)^2 * 8``. ``None`` disables the
-        check.
+        ``"gram"`` model's ``T * (q + 1) * q * 8``, ``q = n_features + 1``. ``None``
+        disables the check.
     device : {"cpu", "cuda", "auto"}, default="cpu"
         Where training and requests run: ``"cpu"`` (Numba CPU kernels),
         ``"cuda"`` (Numba CUDA kernels on an NVIDIA GPU: ``pip install
@@ -715,7 +716,8 @@ class DeltaGradRidge(RegressorMixin, _BaseDeltaGrad):
       for float32 features, the CSR arrays for sparse ones);
     - cache: ``2*T*d*8 + T + d*8`` (iterates, gradients, flags, final model);
     - schedule: ``nnz*8 + (T+1)*8 + T*8``;
-    - Gram matrices ``T*(p+1)^2*8`` when the ``"gram"`` curvature model is used.
+    - Gram matrices ``T*(p+2)*(p+1)*8`` when the ``"gram"`` curvature model is
+      used.
 
     :meth:`to_sklearn` exports the model alone (a few ``p * n_outputs`` floats)
     for serving predictions.

@@ -281,8 +281,9 @@ def replay_iterations(
                 )
             elif curvature == GRAM:
                 gram_product(
-                    grams[t], b_old, step, alpha, n_outputs, n_penalized, estimate
-                )
+                    grams[t], offset, b_old, step, alpha, n_outputs, n_penalized,
+                    estimate,
+                )  # fmt: skip
             else:
                 # The sample: the batch's first kept rows (added rows come last).
                 n_kept = hi - lo - added_t.shape[0]

@@ -140,6 +140,13 @@ def make_schedule(n_samples, batch_size, n_epochs, learning_rate, rng):
     )
 
 
+# Below one removed entry in this many, the schedule edit finds the removed entries
+# first and copies the runs between them as blocks (a9a's 1.6 million entries, 0.1%
+# of the rows removed: 0.84 against 1.20 ms); above, short runs would cost more
+# than one pass that tests every entry.
+_ENTRIES_PER_REMOVED_FOR_RUNS = 64
+
+
 @njit(cache=True)
 def _split_batches(batch_ptr, batch_ids, is_removed, n_removed_entries):
     """One pass over the schedule: kept and removed entries of every batch (CSR)."""
@@ -148,6 +155,11 @@ def _split_batches(batch_ptr, batch_ids, is_removed, n_removed_entries):
     removed_ptr = np.zeros(n_iterations + 1, dtype=np.int64)
     kept_ids = np.empty(batch_ids.shape[0] - n_removed_entries, batch_ids.dtype)
     removed_ids = np.empty(n_removed_entries, batch_ids.dtype)
+    if n_removed_entries * _ENTRIES_PER_REMOVED_FOR_RUNS <= batch_ids.shape[0]:
+        _copy_runs(batch_ptr, batch_ids, is_removed, kept_ids, removed_ids, removed_ptr)
+        for t in range(n_iterations):
+            kept_ptr[t + 1] = batch_ptr[t + 1] - removed_ptr[t + 1]
+        return kept_ptr, kept_ids, removed_ptr, removed_ids
     n_kept = 0
     n_removed = 0
     for t in range(n_iterations):
@@ -162,6 +174,31 @@ def _split_batches(batch_ptr, batch_ids, is_removed, n_removed_entries):
         kept_ptr[t + 1] = n_kept
         removed_ptr[t + 1] = n_removed
     return kept_ptr, kept_ids, removed_ptr, removed_ids
+
+
+@njit(cache=True)
+def _copy_runs(batch_ptr, batch_ids, is_removed, kept_ids, removed_ids, removed_ptr):
+    """:func:`_split_batches` for few removed entries: their positions first, then
+    the runs of kept entries between them copied as blocks; ``removed_ptr`` counts
+    the removed entries up to the end of each batch."""
+    removed_at = np.empty(removed_ids.shape[0], dtype=np.int64)
+    n_removed = 0
+    for e in range(batch_ids.shape[0]):
+        if is_removed[batch_ids[e]]:
+            removed_at[n_removed] = e
+            n_removed += 1
+    start = 0
+    for h in range(n_removed):
+        e = removed_at[h]
+        kept_ids[start - h : e - h] = batch_ids[start:e]
+        removed_ids[h] = batch_ids[e]
+        start = e + 1
+    kept_ids[start - n_removed :] = batch_ids[start:]
+    h = 0
+    for t in range(batch_ptr.shape[0] - 1):
+        while h < n_removed and removed_at[h] < batch_ptr[t + 1]:
+            h += 1
+        removed_ptr[t + 1] = h
 
 
 def remove_rows(schedule, removed_ids):

@@ -11,7 +11,7 @@ import numpy as np
 from numba import njit
 
 from ._backend import cuda_loops
-from ._curvature import GRAM, gram_dtype
+from ._curvature import GRAM, gram_nbytes
 from ._kernels.cpu import (
     BINARY_LOGISTIC,
     MULTINOMIAL,
@@ -193,10 +193,11 @@ def estimate_cache_nbytes(
     ``2 * T * n_params * 8`` for the iterates and gradients, ``T`` exactness flags, the
     final parameters, and the schedule (a row id per row and epoch, of the type that
     ``make_schedule`` gives them, ``T + 1`` batch pointers, ``T`` learning rates). With
-    the ``"gram"`` curvature model, the ``T * q^2`` Gram matrices are included (float32
-    for the logistic loss, see ``gram_dtype``), and for the logistic loss the ``T *
-    n_params`` iterates they are weighted at. With ``reference``, the ``"hessian"``
-    model's reference Hessian and point (``n_params^2 + n_params`` float64).
+    the ``"gram"`` curvature model, the ``T * (q + 1) * q`` Gram arrays are included
+    (float32 for the logistic loss, see ``gram_nbytes``), and for the logistic loss
+    the ``T * n_params`` iterates they are weighted at. With ``reference``, the
+    ``"hessian"`` model's reference Hessian and point (``n_params^2 + n_params``
+    float64).
     """
     n_params = model.n_params
     nbytes = 2 * n_iterations * n_params * 8 + n_iterations + n_params * 8
@@ -204,7 +205,7 @@ def estimate_cache_nbytes(
     nbytes += n_samples * n_epochs * id_bytes + (n_iterations + 1) * 8
     nbytes += n_iterations * 8
     if curvature == GRAM:
-        nbytes += n_iterations * model.n_columns**2 * gram_dtype(model.loss).itemsize
+        nbytes += gram_nbytes(n_iterations, model.n_columns, model.loss)
         if model.loss != SQUARED:
             nbytes += n_iterations * n_params * 8
     if reference:

@@ -208,6 +208,18 @@ def gram(X, model, sample_weight=None):
     return (Xa * s[:, None]).T @ Xa
 
 
+def stored_gram(stored, model):
+    """The Gram ``G - r m^T - m r^T`` that the library stores as ``q + 1`` rows of
+    ``q``: the matrix ``G`` and, in the last row, its pending centring ``r``, with
+    ``m = (offset, 0)``."""
+    stored = np.asarray(stored, dtype=np.float64)
+    q = stored.shape[1]
+    m = np.zeros(q)
+    m[: model.n_features] = offset_of(model)
+    r = stored[q]
+    return stored[:q] - np.outer(r, m) - np.outer(m, r)
+
+
 def objective(X, Y, w, model, sample_weight=None):
     """(Weighted) mean loss plus the ridge penalty (intercepts excluded)."""
     coef, _ = split_params(w, model)
@@ -598,7 +610,8 @@ def resolved_curvature(est):
     n_params = columns * model.n_outputs
     if model.loss == SQUARED and columns <= 64:
         return "gram"
-    gram_bytes = est._schedule.n_iterations * columns**2 * 4  # single precision
+    # Each Gram: q + 1 rows of q (the last its pending centring), single precision.
+    gram_bytes = est._schedule.n_iterations * (columns + 1) * columns * 4
     if model.loss == BINARY_LOGISTIC and columns <= 128 and gram_bytes <= 2**27:
         return "gram"
     if hessian_rows_of(est) * model.n_outputs >= 2 * n_params:

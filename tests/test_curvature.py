@@ -23,7 +23,9 @@ from sklearn_deltagrad._curvature import (
     add_reference_rows,
     batch_grams,
     build_reference,
+    fold_centring,
     gram_product,
+    gram_shape,
     gram_workspace,
     reference_operator,
     resolve_curvature,
@@ -71,25 +73,30 @@ def test_gram_product_is_the_exact_batch_hessian_product(
     rows = np.concatenate([rng.permutation(X.shape[0]), [5, 4, 12, 5, 17]])
     ptr = np.array([0, X.shape[0], rows.size])
     columns = X.shape[1] + int(fit_intercept)
-    grams = np.full((2, columns, columns), np.nan)  # overwritten
+    grams = np.full(gram_shape(2, columns), np.nan)  # overwritten
     offset = ref.offset_of(model)
     points = np.stack([w, 0.5 * w + rng.standard_normal(w.size)])
     batch_grams(
         rows_in, sample_weight, ptr, rows, offset, fit_intercept, loss, points, grams
     )
+    # Built Grams are centred: nothing pending.
+    np.testing.assert_array_equal(grams[:, columns], 0.0)
     n_penalized = X.shape[1] * n_outputs
     for t in range(2):
         batch = rows[ptr[t] : ptr[t + 1]]
         s = reference_weights(weights, sample_weight, batch)
         if loss == ref.SQUARED:
-            assert rel_err(grams[t], ref.gram(X[batch], model, s)) < 1e-12
+            stored = ref.stored_gram(grams[t], model)
+            assert rel_err(stored, ref.gram(X[batch], model, s)) < 1e-12
         batch_weight = sample_weight[batch].sum()
         # The squared loss's Hessian is the same anywhere.
         at = points[t] if loss == ref.BINARY_LOGISTIC else rng.standard_normal(w.size)
         for _ in range(2):
             v = rng.standard_normal(w.size)
             out = rng.standard_normal(w.size)  # overwritten
-            gram_product(grams[t], batch_weight, v, 0.3, n_outputs, n_penalized, out)
+            gram_product(
+                grams[t], offset, batch_weight, v, 0.3, n_outputs, n_penalized, out
+            )
             expected = ref.hessian_vector_sum(X[batch], Y[batch], at, v, model, s)
             expected = expected / batch_weight + 0.3 * ref.penalty_mask(model) * v
             assert rel_err(out, expected) < 1e-10
@@ -107,14 +114,14 @@ def test_batch_grams_sum_blocks_of_rows(n_rows, layout):
     rows_in, X = kernel_rows(X, layout)
     sample_weight = make_weights("random", X.shape[0])
     rows = rng.integers(0, X.shape[0], n_rows).astype(np.int64)  # with repeats
-    grams = np.empty((1, X.shape[1] + 1, X.shape[1] + 1))
+    grams = np.empty(gram_shape(1, X.shape[1] + 1))
     offset = ref.offset_of(model)
     batch_grams(
         rows_in, sample_weight, np.array([0, n_rows]), rows, offset, True,
         model.loss, np.zeros((1, X.shape[1] + 1)), grams,
     )  # fmt: skip
     expected = ref.gram(X[rows], model, sample_weight[rows])
-    assert rel_err(grams[0], expected) < 1e-12
+    assert rel_err(ref.stored_gram(grams[0], model), expected) < 1e-12
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -131,7 +138,7 @@ def test_update_grams_adds_and_removes_rows(in_place, loss, weights, layout):
     offset = ref.offset_of(model)
     rows = np.arange(X.shape[0])
     ptr = np.array([0, 12, rows.size])
-    grams = np.empty((2, X.shape[1] + 1, X.shape[1] + 1))
+    grams = np.empty(gram_shape(2, X.shape[1] + 1))
     points = np.stack([w, -w])
     batch_grams(rows_in, sample_weight, ptr, rows, offset, True, loss, points, grams)
     before = grams.copy()
@@ -163,14 +170,16 @@ def test_update_grams_adds_and_removes_rows(in_place, loss, weights, layout):
     for t, batch in enumerate([kept, kept_1]):
         s = reference_weights(weights, sample_weight, batch)
         hessian = ref.hessian(X[batch], Y[batch], points[t], model, s)
-        assert rel_err(grams[t].ravel(), hessian.ravel()) < 1e-12
-        assert rel_err(grams[t], before[t]) > 1e-3  # the batch changed
-    expected = np.empty((1, X.shape[1] + 1, X.shape[1] + 1))
+        stored = ref.stored_gram(grams[t], model)
+        assert rel_err(stored.ravel(), hessian.ravel()) < 1e-12
+        assert rel_err(stored, ref.stored_gram(before[t], model)) > 1e-3  # changed
+    expected = np.empty(gram_shape(1, X.shape[1] + 1))
     batch_grams(
         rows_in, sample_weight, np.array([0, kept.size]), kept, offset, True, loss,
         points, expected,
     )  # fmt: skip
-    assert rel_err(grams[0], expected[0]) < 1e-12
+    rebuilt = ref.stored_gram(expected[0], model)
+    assert rel_err(ref.stored_gram(grams[0], model), rebuilt) < 1e-12
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -178,12 +187,11 @@ def test_update_grams_adds_and_removes_rows(in_place, loss, weights, layout):
 @pytest.mark.parametrize("loss", [ref.SQUARED, ref.BINARY_LOGISTIC])
 @pytest.mark.parametrize("n_rows", [1, 3, 12, 40, 1500])
 def test_gram_rows_with_few_nonzeros(n_rows, loss, fit_intercept, layout):
-    """Rows with few nonzeros (one-hot like a9a's) take the sparse path, the outer
-    products of their nonzeros plus the centring's rank-2 term, where it pays (not
-    for one or three centred rows, whose rank-2 pass would cost more than the dense
-    loop): the Gram of the centred rows all the same, removed with ``sign=-1`` as
-    well as added."""
-    sparse = n_rows >= 12 or not fit_intercept
+    """Rows with few nonzeros (one-hot like a9a's) take the sparse path: the outer
+    products of their nonzeros go into the matrix, the centring into the pending
+    vector. The Gram of the centred rows all the same (read back from the stored
+    form, by its product, and folded), removed with ``sign=-1`` as well as added,
+    onto a Gram with a pending centring already."""
     rng = np.random.default_rng(0)
     X = (rng.random((300, 40)) < 0.06) * rng.choice([1.0, 2.5], (300, 40))
     X[4] = 0.0  # the layouts' zero row
@@ -201,18 +209,29 @@ def test_gram_rows_with_few_nonzeros(n_rows, loss, fit_intercept, layout):
         p = 1.0 / (1.0 + np.exp(-(A @ point)))
         scale = scale * p * (1.0 - p)
     expected = (A * scale[:, None]).T @ A
-    before = rng.standard_normal((columns, columns))
+    model = SimpleNamespace(n_features=X.shape[1], offset=offset)
+    before = rng.standard_normal(gram_shape(1, columns))[0]
+    before[:columns] += before[:columns].T  # symmetric
     workspace = gram_workspace(n_rows, columns)
+    v = rng.standard_normal(columns)
     for sign in (1.0, -1.0):
         gram = before.copy()
         add_gram_rows(
             rows_in, sample_weight, rows, offset, fit_intercept, loss, point, sign,
             gram, workspace,
         )  # fmt: skip
-        assert rel_err(gram - before, sign * expected) < 1e-12
         # The last block's choice (its counts are still in the workspace).
         size = (n_rows - 1) % workspace[0].shape[0] + 1
-        assert _sparse_rows_pay(fit_intercept, size, columns, workspace) == sparse
+        assert _sparse_rows_pay(size, columns, workspace)
+        added = ref.stored_gram(gram, model) - ref.stored_gram(before, model)
+        assert rel_err(added, sign * expected) < 1e-12
+        out = np.empty(columns)
+        gram_product(gram, offset, 2.0, v, 0.0, 1, 0, out)
+        assert rel_err(out, ref.stored_gram(gram, model) @ v / 2.0) < 1e-12
+        folded = gram.copy()
+        fold_centring(folded, offset)
+        np.testing.assert_array_equal(folded[columns], 0.0)
+        assert rel_err(folded[:columns], ref.stored_gram(gram, model)) < 1e-12
 
 
 def test_gram_precision_follows_the_loss():
@@ -225,10 +244,11 @@ def test_gram_precision_follows_the_loss():
     assert ridge._cache.grams.dtype == np.float64
     assert logistic._cache.grams.dtype == np.float32
     gram = logistic._cache.grams[3]
-    v = np.random.default_rng(0).standard_normal(gram.shape[0])
+    v = np.random.default_rng(0).standard_normal(gram.shape[1])
     out = np.empty_like(v)
-    gram_product(gram, 7.0, v, 0.5, 1, v.size - 1, out)
-    expected = gram.astype(np.float64) @ v / 7.0
+    model = logistic._model
+    gram_product(gram, model.offset, 7.0, v, 0.5, 1, v.size - 1, out)
+    expected = ref.stored_gram(gram, model) @ v / 7.0
     expected[:-1] += 0.5 * v[:-1]
     assert rel_err(out, expected) < 1e-13
 
@@ -239,7 +259,7 @@ def test_batch_grams_weights_act_as_row_multiplicities():
     q = X.shape[1] + 1
     sample_weight = np.zeros(X.shape[0])
     sample_weight[[3, 8, 9]] = [2.0, 1.0, 3.0]
-    weighted, repeated = np.empty((1, q, q)), np.empty((1, q, q))
+    weighted, repeated = np.empty(gram_shape(1, q)), np.empty(gram_shape(1, q))
     rows = np.array([3, 8, 9, 0, 15])  # 0 and 15 weigh 0
     points = np.zeros((1, q))
     batch_grams(
@@ -318,7 +338,9 @@ def test_gram_replay_equals_the_exact_retrain(n_targets, weighted):
         est._cache.weights,  # unused by the squared loss
         fresh,
     )
-    assert rel_err(est._cache.grams, fresh) < 1e-10
+    for t in range(fresh.shape[0]):
+        kept = ref.stored_gram(est._cache.grams[t], model)
+        assert rel_err(kept, ref.stored_gram(fresh[t], model)) < 1e-10
 
 
 def test_grams_are_kept_up_to_date_by_exact_requests():
@@ -660,7 +682,10 @@ def test_gram_built_at_a_request_is_the_one_built_at_fit():
     # Single-precision Grams (gram_dtype): built in another order, they round apart.
     assert at_fit._cache.grams.dtype == np.float32
     assert rel_err(parameters(lazy), parameters(at_fit)) < 1e-8
-    assert rel_err(lazy._cache.grams, at_fit._cache.grams) < 1e-6
+    pairs = zip(lazy._cache.grams, at_fit._cache.grams, strict=True)
+    for built_lazily, built_at_fit in pairs:
+        stored = ref.stored_gram(built_lazily, lazy._model)
+        assert rel_err(stored, ref.stored_gram(built_at_fit, at_fit._model)) < 1e-6
     np.testing.assert_array_equal(lazy._cache.gram_points, at_fit._cache.gram_points)
 
 

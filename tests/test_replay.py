@@ -481,6 +481,31 @@ def test_schedule_ids_are_int32_until_an_id_needs_int64():
     assert set(grown.batch_ids.tolist()) == set(range(10)) | set(big.tolist())
 
 
+@pytest.mark.parametrize("n_removed", [1, 2, 40, 300])
+def test_removed_rows_leave_every_batch_they_were_in(n_removed):
+    """``remove_rows`` against NumPy, for few removed rows (whose entries are
+    found first and the runs between them copied) and many (one test per entry):
+    the kept and the removed entries of each batch, in their order."""
+    rng = np.random.default_rng(n_removed)
+    schedule = make_schedule(1000, 64, 3, 1.0, rng)
+    removed = np.sort(rng.choice(1000, n_removed, replace=False))
+    # The removed rows' first and last entries included (the runs' ends).
+    if n_removed > 1:
+        removed[:2] = [schedule.batch_ids[0], schedule.batch_ids[-1]]
+        removed = np.unique(removed)
+    change = remove_rows(schedule, removed)
+    gone = np.isin(schedule.batch_ids, removed)
+    iterations = np.repeat(np.arange(schedule.n_iterations), schedule.batch_sizes())
+    n_iterations = schedule.n_iterations
+    kept_counts = np.bincount(iterations[~gone], minlength=n_iterations)
+    removed_counts = np.bincount(iterations[gone], minlength=n_iterations)
+    np.testing.assert_array_equal(change.schedule.batch_ids, schedule.batch_ids[~gone])
+    np.testing.assert_array_equal(change.removed_ids, schedule.batch_ids[gone])
+    np.testing.assert_array_equal(np.diff(change.schedule.batch_ptr), kept_counts)
+    np.testing.assert_array_equal(np.diff(change.removed_ptr), removed_counts)
+    assert change.removed_ids.size == removed.size * 3  # once per epoch
+
+
 def test_position_table_translates_ids_whole_or_a_stretch_at_a_time():
     row_ids = np.array([0, 2, 3, 7, 11], dtype=np.int64)  # sorted, with gaps
     table = position_table(row_ids)

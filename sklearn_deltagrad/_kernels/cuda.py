@@ -879,25 +879,41 @@ def add_reference_correction(reference_hessian, reference_weight, v, factor, out
 
 
 @cuda.jit
-def _gram_product_kernel(gram, batch_weight, v, alpha, n_outputs, n_penalized, out):
+def _gram_product_kernel(
+    gram, offset, batch_weight, v, alpha, n_outputs, n_penalized, out
+):  # fmt: skip
     q = cuda.grid(1)
     if q >= out.shape[0]:
         return
     j = q // n_outputs
     k = q % n_outputs
+    n_columns = gram.shape[1]
     value = 0.0
     # Column j (the matrix is symmetric), in the order of the CPU's row-by-row sum;
     # the threads of a warp read adjacent entries.
-    for col in range(gram.shape[0]):
+    for col in range(n_columns):
         value += gram[col, j] * v[col * n_outputs + k]
+    # The pending centring (row q of the Gram), each thread taking the two dot
+    # products it needs: q is at most a few hundred.
+    pending = gram[n_columns]
+    m_v = 0.0
+    r_v = 0.0
+    for col in range(n_columns):
+        r_v += pending[col] * v[col * n_outputs + k]
+    for col in range(offset.shape[0]):
+        m_v += offset[col] * v[col * n_outputs + k]
+    value -= pending[j] * m_v
+    if j < offset.shape[0]:
+        value -= offset[j] * r_v
     value /= batch_weight
     if q < n_penalized:
         value += alpha * v[q]
     out[q] = value
 
 
-def gram_product(gram, batch_weight, v, alpha, n_outputs, n_penalized, out):
-    """``out = (gram / batch_weight) (x) I_K v + alpha P v``."""
+def gram_product(gram, offset, batch_weight, v, alpha, n_outputs, n_penalized, out):
+    """``out = (G_b / batch_weight) (x) I_K v + alpha P v``, ``G_b`` the batch's Gram
+    (see the CPU :func:`~sklearn_deltagrad._curvature.gram_product`)."""
     _gram_product_kernel[n_blocks(out.shape[0]), THREADS](
-        gram, batch_weight, v, alpha, n_outputs, n_penalized, out
+        gram, offset, batch_weight, v, alpha, n_outputs, n_penalized, out
     )

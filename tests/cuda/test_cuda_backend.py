@@ -17,6 +17,8 @@ from sklearn_deltagrad import DeltaGradLogisticRegression, DeltaGradRidge
 from sklearn_deltagrad import _replay as replay_module
 from sklearn_deltagrad._backend import cuda_simulated, resolve_device
 from sklearn_deltagrad._curvature import (
+    gram_product,
+    gram_shape,
     lbfgs_factorize,
     lbfgs_product,
     lbfgs_push_pair,
@@ -102,6 +104,39 @@ def test_lbfgs_product_matches_cpu_after_the_ring_wraps():
         cuda.to_device(S), cuda.to_device(Yp), cuda.to_device(slots), first,
         n_pairs, sigma, cuda.to_device(middle_inv), cuda.to_device(v), out,
         cuda.device_array(2 * memory), cuda.device_array(2 * memory),
+    )  # fmt: skip
+    assert rel_err(out.copy_to_host(), expected) < 1e-12
+
+
+@pytest.mark.parametrize(
+    "n_outputs, dtype",
+    [(1, np.float32), (1, np.float64), (2, np.float64)],
+    ids=["binary", "ridge", "ridge-multi"],  # the losses' Gram precisions
+)
+def test_gram_product_matches_cpu_with_a_pending_centring(n_outputs, dtype):
+    """A stored Gram whose pending centring vector is not zero (as after rows
+    entered through their nonzeros): the CPU's product, and the product with the
+    Gram it stands for."""
+    rng = np.random.default_rng(0)
+    n_features = 6
+    columns = n_features + 1
+    gram = rng.standard_normal(gram_shape(1, columns))[0]
+    gram[:columns] += gram[:columns].T
+    gram = gram.astype(dtype)
+    offset = rng.standard_normal(n_features)
+    v = rng.standard_normal(columns * n_outputs)
+    n_penalized = n_features * n_outputs
+    expected = np.empty_like(v)
+    gram_product(gram, offset, 3.0, v, 0.2, n_outputs, n_penalized, expected)
+    model = ref.Model(ref.SQUARED, n_outputs, True, 0.2, n_features, offset)
+    matrix = ref.stored_gram(gram, model)
+    direct = (matrix @ v.reshape(columns, n_outputs)).ravel() / 3.0
+    direct[:n_penalized] += 0.2 * v[:n_penalized]
+    assert rel_err(expected, direct) < 1e-12
+    out = cuda.device_array(v.size)
+    kernels.gram_product(
+        cuda.to_device(gram), cuda.to_device(offset), 3.0, cuda.to_device(v), 0.2,
+        n_outputs, n_penalized, out,
     )  # fmt: skip
     assert rel_err(out.copy_to_host(), expected) < 1e-12
 
