@@ -760,6 +760,12 @@ class _BaseDeltaGrad(BaseEstimator):
             schedule = state["_schedule"]
             batch = schedule.batch_ids.shape[0] / schedule.n_iterations
             state["_batch_nonzeros"] = nonzeros_per_row(state["_rows"].X) * batch
+        cache = state.get("_cache")
+        grams = getattr(cache, "grams", None)
+        if grams is not None and grams.shape[1] == grams.shape[2]:
+            # Pickles from before the pending centring row (see gram_shape): the
+            # same Grams, nothing pending.
+            cache.grams = np.concatenate([grams, np.zeros_like(grams[:, :1])], axis=1)
         if "_rows" in state and "_max_row_norm" not in state:
             # Pickles from before the kept norm bound: that of the current rows.
             state["_max_row_norm"] = max_row_square_norm(

@@ -80,8 +80,9 @@ class TrainingCache:
         only at exact entries.
     final : ndarray of shape (n_params,)
         The parameters after the last iteration: the model.
-    grams : ndarray of shape (n_iterations, q, q) or None
-        Per-batch Gram matrices of the ``"gram"`` curvature model, built at ``fit``
+    grams : ndarray of shape (n_iterations, q + 1, q) or None
+        Per-batch Gram matrices of the ``"gram"`` curvature model, each with its
+        pending centring vector in its last row (see ``gram_shape``), built at ``fit``
         (or at the first request that uses it) and kept up to date by every later
         request that uses them (a request with another model drops them).
     gram_points : ndarray of shape (n_iterations, n_params) or None

@@ -152,6 +152,24 @@ def test_pickle_from_before_the_kept_row_norm_bound_gets_its_rows_bound():
     assert new.last_update_.method == "deltagrad"
 
 
+@pytest.mark.parametrize("kind", ["reg", "clf"])
+def test_pickle_from_before_the_pending_centring_row_gets_one(kind):
+    """Pickles whose Gram matrices are square (before each got its pending
+    centring row) load with a zero row appended and serve the same requests."""
+    est, X, y = make(kind, random_state=0, curvature="gram")
+    est.fit(X[:200], y[:200])
+    state = pickle.loads(pickle.dumps(est)).__getstate__()  # shares nothing
+    grams = state["_cache"].grams
+    np.testing.assert_array_equal(grams[:, -1], 0.0)  # a fit leaves none pending
+    state["_cache"].grams = np.ascontiguousarray(grams[:, :-1])
+    new = type(est).__new__(type(est))
+    new.__setstate__(state)
+    np.testing.assert_array_equal(new._cache.grams, est._cache.grams)
+    serve(new, X, y)
+    serve(est, X, y)
+    assert_bitwise_same(new, est)
+
+
 def test_pickle_from_before_the_copy_and_reference_parameters_gets_defaults():
     est, X, y = make("multi", random_state=0)
     est.fit(X[:200], y[:200])
