@@ -418,7 +418,7 @@ class _BaseDeltaGrad(BaseEstimator):
         self._check_method(method)
         ids = self._ids_to_remove(X, y, indices)
         self._check_removal_keeps_data(ids)
-        change = remove_rows(self._schedule, ids)
+        change = remove_rows(self._schedule, ids, self._rows.next_id)
         pending = self._rows.removal(ids)
         sample_ids = np.delete(self._rows.ids, pending.positions)
         self._run_request(
@@ -664,9 +664,10 @@ class _BaseDeltaGrad(BaseEstimator):
             raise ValueError(
                 f"Removing these {ids.size} rows would leave no training rows."
             )
-        kept = np.ones(self._rows.ids.shape[0], dtype=bool)
-        kept[self._rows.positions(ids)] = False  # live ids: a search, not isin
-        if not (self._rows.weights[kept] > 0).any():
+        positive = self._rows.weights > 0
+        # Live ids: their positions by a search, not isin.
+        removed_positive = np.count_nonzero(positive[self._rows.positions(ids)])
+        if np.count_nonzero(positive) == removed_positive:
             raise ValueError(
                 "Removing these rows would leave only rows of zero sample_weight."
             )

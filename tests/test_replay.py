@@ -494,6 +494,11 @@ def test_removed_rows_leave_every_batch_they_were_in(n_removed):
         removed[:2] = [schedule.batch_ids[0], schedule.batch_ids[-1]]
         removed = np.unique(removed)
     change = remove_rows(schedule, removed)
+    # With the bound on the ids that the estimators pass, the same edit.
+    bounded = remove_rows(schedule, removed, id_bound=1000)
+    for name in ("removed_ptr", "removed_ids"):
+        np.testing.assert_array_equal(getattr(bounded, name), getattr(change, name))
+    np.testing.assert_array_equal(bounded.schedule.batch_ids, change.schedule.batch_ids)
     gone = np.isin(schedule.batch_ids, removed)
     iterations = np.repeat(np.arange(schedule.n_iterations), schedule.batch_sizes())
     n_iterations = schedule.n_iterations
