@@ -896,10 +896,11 @@ def _reference_arguments(old_cache, cache, settings, model, device):
     """The replay's ``reference_point``, ``reference_hessian`` and
     ``reference_weight``: the old cache's (the original training set's), or the
     one built for this request, or ``0 x 0`` placeholders without the correction.
-    The CPU loop takes the multinomial loss's reduced matrix
+    The CPU loop takes the multinomial loss's reduced matrix, in single precision
     (:func:`reference_operator`)."""
     if not settings.reference_correction:
-        return np.zeros(1), np.zeros((0, 0)), 1.0
+        # In the CPU operator's dtype: one compiled loop with and without.
+        return np.zeros(1), np.zeros((0, 0), dtype=np.float32), 1.0
     source = old_cache if old_cache.reference_hessian is not None else cache
     matrix = source.reference_hessian
     if device == "cpu":

@@ -365,13 +365,36 @@ def test_symmetric_product_matches_numpy(n):
     lower_only = np.full(n, np.nan)
     cpu.symmetric_product(np.tril(matrix), v, lower_only)
     assert np.array_equal(lower_only, out)
-    # A view that is not C-contiguous takes np.dot's path, with the same product.
+    # A view that is not C-contiguous is copied, with the same product.
     strided = np.asfortranarray(matrix)
     strided_out = np.full(n, np.nan)
     cpu.symmetric_product(strided, v, strided_out)
     np.testing.assert_allclose(strided_out, matrix @ v, rtol=1e-12, atol=1e-12 * n)
     empty = np.zeros(0)
     cpu.symmetric_product(np.zeros((0, 0)), empty, empty)
+    cpu.symmetric_product(np.zeros((0, 0), dtype=np.float32), empty, empty)
+
+
+@pytest.mark.parametrize("n", [1, 7, 330])
+def test_single_precision_symmetric_product(n):
+    """A float32 matrix: the product of the single-precision matrix and vector
+    to single-precision rounding, from the lower triangle only, into float64."""
+    rng = np.random.default_rng(n)
+    factor = rng.standard_normal((n, n))
+    matrix = (factor @ factor.T).astype(np.float32)
+    v = rng.standard_normal(n)
+    out = np.full(n, np.nan)
+    cpu.symmetric_product(matrix, v, out)
+    expected = matrix.astype(np.float64) @ v.astype(np.float32).astype(np.float64)
+    scale = np.abs(matrix).astype(np.float64) @ np.abs(v)
+    assert np.all(np.abs(out - expected) <= 1e-6 * scale)
+    assert not np.array_equal(out, matrix.astype(np.float64) @ v) or n == 1
+    lower_only = np.full(n, np.nan)
+    cpu.symmetric_product(np.tril(matrix), v, lower_only)
+    assert np.array_equal(lower_only, out)
+    strided_out = np.full(n, np.nan)
+    cpu.symmetric_product(np.asfortranarray(matrix), v, strided_out)
+    assert np.array_equal(strided_out, out)
 
 
 @pytest.mark.parametrize("fit_intercept", INTERCEPT)

@@ -33,6 +33,13 @@ LAYOUTS = ["dense64", "dense32", "csr", "csr32", "csr-unsorted"]
 TOL = 1e-9
 
 
+def device_tolerance(est):
+    """How close the CPU's and CUDA's models of fitted ``est`` come: ``TOL``, or
+    1e-7 where the replay has the reference correction, whose product the CPU
+    takes in single precision (``reference_operator``) and CUDA in double."""
+    return 1e-7 if ref.uses_reference_of(est) else TOL
+
+
 def to_device_rows(rows):
     if isinstance(rows, cpu.CSRRows):
         return cpu.CSRRows(*(cuda.to_device(np.ascontiguousarray(a)) for a in rows))
@@ -211,13 +218,15 @@ def run_sequence(est, X, y, device):
 
 def assert_cuda_matches_cpu(kind, params, X, y):
     """The same sequence of requests on both devices: the same exact/approximate
-    counts (some approximate) and models within ``TOL``; returns the CPU's run."""
-    cpu_states, cpu_counts = run_sequence(make_estimator(kind, **params), X, y, "cpu")
+    counts (some approximate) and models within :func:`device_tolerance`; returns
+    the CPU's run."""
+    est = make_estimator(kind, **params)
+    cpu_states, cpu_counts = run_sequence(est, X, y, "cpu")
     gpu_states, gpu_counts = run_sequence(make_estimator(kind, **params), X, y, "cuda")
     assert gpu_counts == cpu_counts
     assert any(n_approx > 0 for _, n_approx in gpu_counts)
     for step, (a, b) in enumerate(zip(gpu_states, cpu_states, strict=True)):
-        assert rel_err(a, b) < TOL, f"step {step}"
+        assert rel_err(a, b) < device_tolerance(est), f"step {step}"
     return cpu_states, cpu_counts
 
 
@@ -278,7 +287,7 @@ def test_cuda_matches_cpu_with_and_without_the_secant_correction(layout):
         )
         assert gpu_counts == cpu_counts
         for step, (a, b) in enumerate(zip(gpu_states, cpu_states, strict=True)):
-            assert rel_err(a, b) < TOL, f"step {step}"
+            assert rel_err(a, b) < device_tolerance(est), f"step {step}"
     # The correction changed the replay (its weight was not 0).
     assert rel_err(models[True, "cpu"][0][1], models[False, "cpu"][0][1]) > 1e-8
 
@@ -308,7 +317,7 @@ def test_cuda_matches_cpu_when_a_batch_is_emptied(curvature):
         est.partial_unfit(indices=first_batch[: est.batch_size // 2])
         est.partial_unfit(indices=first_batch[est.batch_size // 2 :])
         models.append(model_of(est))
-    assert rel_err(models[1], models[0]) < TOL
+    assert rel_err(models[1], models[0]) < device_tolerance(est)
 
 
 @pytest.mark.parametrize("curvature", ["lbfgs", "hessian"])
@@ -343,8 +352,9 @@ def test_cuda_matches_cpu_when_the_curvature_bound_rejects_steps(
     gpu = removal(factor, "cuda")
     assert gpu.last_update_.n_approximate_iterations == n_approximate
     assert gpu.last_update_.n_exact_iterations == cpu.last_update_.n_exact_iterations
-    assert rel_err(model_of(gpu), model_of(cpu)) < TOL
-    assert gpu.last_update_.drift == pytest.approx(cpu.last_update_.drift, rel=1e-9)
+    tol = device_tolerance(cpu)
+    assert rel_err(model_of(gpu), model_of(cpu)) < tol
+    assert gpu.last_update_.drift == pytest.approx(cpu.last_update_.drift, rel=tol)
 
 
 def test_cuda_matches_cpu_at_a_realistic_size_on_a_gpu(on_gpu):
@@ -368,7 +378,7 @@ def test_cuda_matches_cpu_at_a_realistic_size_on_a_gpu(on_gpu):
         states.append(model_of(est))
         models.append(states)
     for step, (a, b) in enumerate(zip(models[1], models[0], strict=True)):
-        assert rel_err(a, b) < TOL, f"step {step}"
+        assert rel_err(a, b) < device_tolerance(est), f"step {step}"
 
 
 def test_cuda_matches_the_numpy_exact_retrain():
@@ -410,7 +420,7 @@ def test_class_weight_and_sample_weight_on_cuda():
         est = make_estimator("multiclass", class_weight="balanced", device=device)
         est.fit(X, y, sample_weight=weights).partial_unfit(indices=[0, 9])
         models.append(model_of(est))
-    assert rel_err(models[1], models[0]) < TOL
+    assert rel_err(models[1], models[0]) < device_tolerance(est)
 
 
 # ---------------------------------------------------------------- portability
@@ -423,13 +433,13 @@ def test_a_model_fitted_on_cuda_continues_on_the_cpu_and_back():
     np.testing.assert_array_equal(loaded.predict(X), gpu.predict(X))
     loaded.set_params(device="cpu").partial_unfit(indices=[3, 4])
     gpu.partial_unfit(indices=[3, 4])
-    assert rel_err(model_of(loaded), model_of(gpu)) < TOL
+    assert rel_err(model_of(loaded), model_of(gpu)) < device_tolerance(gpu)
     # And a CPU model continues on CUDA.
     loaded.partial_fit(X[:2], y[:2])
     gpu.set_params(device="cpu").partial_fit(X[:2], y[:2])
     loaded.set_params(device="cuda").partial_unfit(indices=[8])
     gpu.partial_unfit(indices=[8])
-    assert rel_err(model_of(loaded), model_of(gpu)) < TOL
+    assert rel_err(model_of(loaded), model_of(gpu)) < device_tolerance(gpu)
 
 
 def test_cuda_serves_a_state_kept_on_disk(tmp_path):
@@ -441,7 +451,7 @@ def test_cuda_serves_a_state_kept_on_disk(tmp_path):
         est.set_params(device=device).fit(X, y).partial_unfit(indices=[4, 40])
         est.partial_fit(X[:3], y[:3])
         models.append(model_of(est))
-    assert rel_err(models[1], models[0]) < TOL
+    assert rel_err(models[1], models[0]) < device_tolerance(est)
 
 
 def test_device_resolution():
