@@ -42,7 +42,13 @@ from ._curvature import (
 )
 from ._exceptions import CacheTooLargeError, InconsistentDeltaGradVersionWarning
 from ._replay import ReplaySettings, apply_change
-from ._rows import PendingRemoval, TrainingRows, nonzeros_per_row, writable_in_place
+from ._rows import (
+    PendingRemoval,
+    TrainingRows,
+    nonzeros_per_row,
+    rows_with_room,
+    writable_in_place,
+)
 from ._schedule import add_rows, make_schedule, remove_rows
 from ._storage import flush_folder, remove_stale_files, save_state
 from ._training import (
@@ -439,10 +445,16 @@ class _BaseDeltaGrad(BaseEstimator):
             adding=True,
         )
         rows, new_ids = self._rows.with_added(X, Y, weights)
-        change = add_rows(self._schedule, new_ids)
-        self._run_request(
-            rows, rows, rows.ids.copy(), change, method, n_added=new_ids.size
-        )
+        try:
+            change = add_rows(self._schedule, new_ids)
+            self._run_request(
+                rows, rows, rows.ids.copy(), change, method, n_added=new_ids.size
+            )
+        except BaseException:
+            if self._rows is not rows:
+                # Not committed: the added rows leave the spare rows they took.
+                rows.discard_added(new_ids.size)
+            raise
         return self
 
     def _run_request(
@@ -812,10 +824,12 @@ def _checked_sample_weight(sample_weight, X):
 
 def _own_copy(X):
     """The estimator's own copy of the training rows: C-contiguous, same dtype, CSR
-    when sparse (requests compact it in place, so the user's array is never used)."""
+    when sparse (requests compact it in place, so the user's array is never used);
+    dense rows with spare rows after them for later additions (:func:`rows_with_room`).
+    """
     if sp.issparse(X):
         return sp.csr_matrix(X, copy=True)
-    return np.array(X, order="C", copy=True)
+    return rows_with_room(np.asarray(X))
 
 
 def _hypot(a, b):
