@@ -309,8 +309,8 @@ def replay_iterations(
         return None
 
     def sampled_product(t, v, out):
-        """``out = (H + alpha P) v`` from the Hessian sample of iteration ``t``
-        at ``midpoint`` (the CPU loop's ``_sampled_product``)."""
+        """``out = (H_kept / b_old + alpha P) v`` from the Hessian sample of
+        iteration ``t`` at ``midpoint`` (the CPU loop's ``_sampled_product``)."""
         lo, hi = new_ptr[t], new_ptr[t + 1]
         a_lo, a_hi = added_ptr[t], added_ptr[t + 1]
         r_lo, r_hi = removed_ptr[t], removed_ptr[t + 1]
@@ -321,9 +321,11 @@ def replay_iterations(
             sample_weight, added_rows[a_lo:a_hi]
         )
         removed_weight = weight_sum(sample_weight, removed_rows[r_lo:r_hi])
+        # The kept rows' share of the original batch's product (no removed rows,
+        # but their weight), as the CPU loop's.
         kernels.subsampled_hessian_product(
             d_X, d_Y, d_weight, sample, sample_weight_sum, kept_weight,
-            d_removed[r_lo:r_hi], removed_weight, midpoint, v, alpha, d_offset, loss,
+            d_removed[r_lo:r_lo], removed_weight, midpoint, v, alpha, d_offset, loss,
             n_outputs, fit_intercept, out, workspace, removed_part,
         )  # fmt: skip
         beta = 1.0 - sample_weight_sum / kept_weight if kept_weight > 0.0 else 0.0
@@ -364,10 +366,15 @@ def replay_iterations(
         kernels.step_from(d_w, w_old, step, midpoint, bound_norms[row])
         has_removed = removed_t.shape[0] > 0
         has_added = added_t.shape[0] > 0
-        for rows, total in ((removed_t, removed_sum), (added_t, added_sum)):
+        # The Hessian model's removed rows at the cached iterate (as the CPU loop).
+        removed_point = w_old if curvature == HESSIAN else d_w
+        for rows, point, total in (
+            (removed_t, removed_point, removed_sum),
+            (added_t, d_w, added_sum),
+        ):
             if rows.shape[0]:
                 kernels.gradient_sum(
-                    d_X, d_Y, d_weight, rows, d_w, d_offset, loss, n_outputs,
+                    d_X, d_Y, d_weight, rows, point, d_offset, loss, n_outputs,
                     fit_intercept, total, workspace, accumulate=False,
                 )  # fmt: skip
         scheduled = t < burn_in or (t - burn_in) % exact_period == 0

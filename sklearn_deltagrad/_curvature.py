@@ -12,7 +12,10 @@ the new iterate ``w'`` from the cached one at ``w``: ``g(w) + alpha P w + B (w' 
   order for the gradient difference; at ``w`` the second-order error made
   long request sequences drift) of the first rows of the batch (batches are
   random permutations, so these are a random subset fixed by ``random_state``) plus
-  ``alpha P``, costing ``O(rows * d)`` per product;
+  ``alpha P``, costing ``O(rows * d)`` per product. It models the batch's kept rows
+  only (their weight scaled to the original batch's): the replay takes the removed
+  rows' gradients at the cached iterate, one pass over them instead of a gradient
+  at ``w'`` and a product at the midpoint;
   With ``secant_correction`` the product becomes ``H (v - c s_e) + c y_e``: the
   exact regularised secant ``y_e`` of the last exact iteration's original batch
   (its step ``s_e``, see :func:`pair_difference`) stands in for the sample's
@@ -385,16 +388,17 @@ def subsampled_hessian_product(
     subset of them), the removed rows' exactly. With every kept row in ``sample``
     the product is exact.
     """
+    old_weight = kept_weight + weight_sum(sample_weight, removed)
     referenced_hessian_product(
-        X, Y, sample_weight, sample, kept_weight, removed, w, w, 0.0, v, alpha,
-        offset, loss, n_outputs, fit_intercept, out,
+        X, Y, sample_weight, sample, kept_weight, removed, old_weight, w, w, 0.0, v,
+        alpha, offset, loss, n_outputs, fit_intercept, out,
     )  # fmt: skip
 
 
 @njit(cache=True)
 def referenced_hessian_product(
-    X, Y, sample_weight, sample, kept_weight, removed, w, reference, beta, v, alpha,
-    offset, loss, n_outputs, fit_intercept, out,
+    X, Y, sample_weight, sample, kept_weight, removed, old_weight, w, reference,
+    beta, v, alpha, offset, loss, n_outputs, fit_intercept, out,
 ):  # fmt: skip
     """As :func:`subsampled_hessian_product`, each sampled row's Hessian at ``w``
     less ``beta`` times its Hessian at ``reference`` (the reference correction's
@@ -402,7 +406,9 @@ def referenced_hessian_product(
 
     ``out = ((b / s) sum_sample (H_i(w) - beta H_i(reference)) v + sum_removed
     H_i(w) v) / b_old + alpha P v``, ``b`` the kept weight, ``s`` the sample's and
-    ``b_old`` the original batch's; one pass over the sample for both points.
+    ``b_old = old_weight`` the original batch's; one pass over the sample for both
+    points. The replay passes no ``removed`` rows but their weight in
+    ``old_weight``: the kept rows' share of the original batch's product.
     """
     out[:] = 0.0
     sample_weight_sum = weight_sum(sample_weight, sample)
@@ -417,7 +423,6 @@ def referenced_hessian_product(
             X, Y, sample_weight, removed, w, v, offset, loss, n_outputs,
             fit_intercept, out,
         )  # fmt: skip
-    old_weight = kept_weight + weight_sum(sample_weight, removed)
     if old_weight > 0.0:
         out /= old_weight
     add_penalty(v, alpha, offset.shape[0] * n_outputs, out)

@@ -224,13 +224,18 @@ def replay_iterations(
         has_removed = removed_t.shape[0] > 0
         has_added = added_t.shape[0] > 0
         if has_removed:
+            # The Hessian model's products cover the kept rows alone: the removed
+            # rows enter through their exact gradients at the cached iterate
+            # (the kept rows' sum there is b_old g_t less theirs), one pass over
+            # them instead of a gradient at w and a product at the midpoint.
+            # The other models' products are of the whole original batch.
             removed_sum[:] = 0.0
             gradient_sum(
                 X,
                 Y,
                 sample_weight,
                 removed_t,
-                w,
+                weights[t] if curvature == HESSIAN else w,
                 offset,
                 loss,
                 n_outputs,
@@ -375,7 +380,9 @@ def replay_iterations(
                 residual_sum += np.sqrt(residual)
                 n_checks += 1
             if (curvature == LBFGS or corrected) and exact[t] and b_old > 0.0:
-                # The regularised gradient difference of the *original* batch.
+                # The regularised gradient difference of the *original* batch
+                # (of its kept rows for the Hessian model, whose removed rows'
+                # sum is at the cached iterate).
                 pair_difference(
                     new_sum, added_sum, removed_sum, b_old, gradients[t], step,
                     alpha, n_penalized, secant,
@@ -425,23 +432,27 @@ def _sampled_product(
     loss, n_outputs, fit_intercept, out, reference_point, reference_hessian,
     reference_weight,
 ):  # fmt: skip
-    """``out = (H + alpha P) v``, the original batch's Hessian at ``point`` from
-    ``sample``, kept rows of the new batch (of weight ``b_new`` with this
-    request's ``added`` rows), plus the ``removed`` rows; with the reference
-    correction where ``reference_hessian`` holds the reference Hessian (see
-    :func:`add_reference_correction`; a ``0 x 0`` placeholder otherwise)."""
+    """``out = (H_kept / b_old + alpha P) v``: the Hessian at ``point`` of the
+    original batch's kept rows, estimated from ``sample`` (kept rows of the new
+    batch, of weight ``b_new`` with this request's ``added`` rows), over the
+    original batch's weight ``b_old`` (the kept rows' and the ``removed`` rows');
+    with the reference correction where ``reference_hessian`` holds the reference
+    Hessian (see :func:`add_reference_correction`; a ``0 x 0`` placeholder
+    otherwise). The removed rows' share is the replay's exact gradient
+    difference."""
     kept_weight = b_new - weight_sum(sample_weight, added)
+    old_weight = kept_weight + weight_sum(sample_weight, removed)
     # The reference correction (see _curvature): beta = 0 for a sample of the whole
     # batch, whose product is exact.
     beta = 0.0
     if reference_hessian.shape[0] > 0 and kept_weight > 0.0:
         beta = 1.0 - weight_sum(sample_weight, sample) / kept_weight
     referenced_hessian_product(
-        X, Y, sample_weight, sample, kept_weight, removed, point, reference_point,
-        beta, v, alpha, offset, loss, n_outputs, fit_intercept, out,
+        X, Y, sample_weight, sample, kept_weight, removed[:0], old_weight, point,
+        reference_point, beta, v, alpha, offset, loss, n_outputs, fit_intercept,
+        out,
     )  # fmt: skip
     if beta > 0.0:
-        old_weight = kept_weight + weight_sum(sample_weight, removed)
         add_reference_correction(
             reference_hessian, reference_weight, v, beta * kept_weight / old_weight,
             out,

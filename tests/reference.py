@@ -442,9 +442,16 @@ def deltagrad_replay(
     ``curvature_bound`` (see :func:`curvature_bound`), an iteration whose modelled
     product ``||(B) s||`` exceeds ``curvature_bound * ||s||`` is computed exactly.
 
+    ``"hessian"``'s matrix ``H_mid`` is the kept rows' Hessian (estimated from the
+    sample) over ``b_old``: the removed rows enter through their gradients at the
+    cached iterate, ``g_new = (b_old (g_t + H_mid s) - grad_removed(w_t) +
+    grad_added(w)) / b_new`` with the penalty's terms as above; ``"gram"``'s is the
+    whole old batch's, and the removed rows' gradients are at ``w``.
+
     ``secant_correction`` (``"hessian"`` only): the secant control variate. The
-    anchor ``(s_e, y_e)`` is the step and regularised secant ``y = g_old_batch(w')
-    - g_t + alpha P s`` of the last exact iteration with an exact cached gradient,
+    anchor ``(s_e, y_e)`` is the step and regularised secant ``y = (g_kept(w') +
+    g_removed(w_t)) / b_old - g_t + alpha P s`` (sums over the old batch's kept and
+    removed rows) of the last exact iteration with an exact cached gradient,
     a non-empty old batch and ``s's > 1e-30``; the product becomes ``H_mid (s -
     c s_e) + c y_e`` with ``H_mid`` the sampled matrix above. ``c`` is
     ``sum((y - H_mid s) . (y_e - H_mid s_e)) / sum(||y_e - H_mid s_e||^2)``
@@ -534,7 +541,10 @@ def deltagrad_replay(
             w_mid = w_old + 0.5 * s
             if curvature == "gram" and gram_points is not None:
                 w_mid = gram_points[t]
-            H = hess(removed, w_mid)
+            # The Hessian model's product covers the kept rows alone (the removed
+            # rows enter through their gradients at the cached iterate, below);
+            # the Gram model's is the whole old batch's.
+            H = hess(removed, w_mid) if curvature == "gram" else np.zeros((s.size,) * 2)
             if size(sample) > 0:
                 H = H + hess(sample, w_mid) * (size(kept) / size(sample))
             if reference is not None and size(kept) > 0:
@@ -571,7 +581,9 @@ def deltagrad_replay(
                     pairs = (pairs + [(s.copy(), y)])[-memory:]
                     first, _, B = lbfgs_model(pairs, alpha, lbfgs_form)
             if corrected and exact_in[t] and b_old > 0 and s @ s > MIN_PAIR_NORM2:
-                y = grad(old, w) / b_old - gradients[t] + alpha * mask * s
+                # The kept rows' secant (the removed rows' gradients at w_t).
+                kept_at_w = grad(old, w) - grad(removed, w) + grad(removed, w_old)
+                y = kept_at_w / b_old - gradients[t] + alpha * mask * s
                 if scheduled and anchor is not None:
                     control = anchor[1] - H @ anchor[0]
                     cross += (y - H @ s) @ control
@@ -580,9 +592,10 @@ def deltagrad_replay(
             exact_out[t] = True
         else:
             estimate = gradients[t] + alpha * mask * w_old + curv
+            removed_at = w_old if curvature == "hessian" else w
             g_new = (
                 b_old * (estimate - alpha * mask * w)
-                - grad(removed, w)
+                - grad(removed, removed_at)
                 + grad(added, w)
             ) / b_new
             exact_out[t] = False

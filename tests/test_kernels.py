@@ -635,17 +635,23 @@ def test_subsampled_hessian_product(
     reference = w + 0.5 * rng.standard_normal(w.size)
     referenced = product(
         sample, kept_weight, removed, referenced_hessian_product,
-        reference=reference, beta=0.4,
+        reference=reference, beta=0.4, old_weight=old_weight,
     )  # fmt: skip
     at_reference = ref.hessian(
         X[sample], Y[sample], reference, model,
         reference_weights(weights, sample_weight, sample),
     )  # fmt: skip
-    expected = (
-        estimate
-        - 0.4 * (kept_weight / sample_weight_sum) * (at_reference @ v) / old_weight
-    )
-    assert rel_err(referenced, expected) < 1e-10
+    correction = (kept_weight / sample_weight_sum) * (at_reference @ v) / old_weight
+    assert rel_err(referenced, estimate - 0.4 * correction) < 1e-10
+    # The replay's product: no removed rows, but their weight in the original
+    # batch's, so the kept rows' share of the product.
+    kept_share = product(
+        sample, kept_weight, nothing, referenced_hessian_product,
+        reference=reference, beta=0.4, old_weight=old_weight,
+    )  # fmt: skip
+    removed_share = hess(removed) @ v / old_weight
+    expected = estimate - removed_share - 0.4 * correction
+    assert rel_err(kept_share, expected) < 1e-10
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
