@@ -97,3 +97,33 @@ def test_compile_fit_gives_every_class_a_row(monkeypatch):
     monkeypatch.setitem(unlearning.ESTIMATORS, "three", Recording)
     compile_fit(Dataset("three", X, X[:10], y, y[:10]))
     assert sizes == [(258, {0, 1, 2})]
+
+
+def test_curvature_benchmark_times_each_model_beside_exact_retrains(monkeypatch):
+    """``benchmarks.curvature`` times every model's requests alternating with
+    exact retrains of its own (compile and warm-up runs untimed), so that each
+    speed-up is a ratio measured side by side."""
+    from sklearn.datasets import make_classification
+
+    from benchmarks import curvature
+
+    real_timed = unlearning.timed
+    methods = []
+
+    def timed(function, *args):
+        seconds, estimator = real_timed(function, *args)
+        methods.append(estimator.last_update_.method)
+        return seconds, estimator
+
+    monkeypatch.setattr(unlearning, "timed", timed)
+    X, y = make_classification(600, 6, n_informative=4, n_classes=3, random_state=0)
+    data = unlearning.Dataset("toy", X, X[:10], y, y[:10])
+    names = ["lbfgs m=2", "hessian 64 ref"]
+    models = [m for m in curvature.curvature_models(quick=True) if m[0] in names]
+    rows = []
+    curvature.run_change(data, 64, 3, "deletion", 0.01, models, rows, period=10)
+    assert methods == ["exact", "deltagrad"] * 3 * len(names)
+    assert [row["model"] for row in rows] == names
+    for row in rows:
+        assert row["speed-up"] == row["exact s"] / row["DeltaGrad s"]
+        assert 0.0 < row["ratio"] < 1.0
