@@ -582,8 +582,8 @@ def deltagrad_replay(
                     first, _, B = lbfgs_model(pairs, alpha, lbfgs_form)
             if corrected and exact_in[t] and b_old > 0 and s @ s > MIN_PAIR_NORM2:
                 # The kept rows' secant (the removed rows' gradients at w_t).
-                kept_at_w = grad(old, w) - grad(removed, w) + grad(removed, w_old)
-                y = kept_at_w / b_old - gradients[t] + alpha * mask * s
+                at_w = grad(kept, w) + grad(removed, w_old)
+                y = at_w / b_old - gradients[t] + alpha * mask * s
                 if scheduled and anchor is not None:
                     control = anchor[1] - H @ anchor[0]
                     cross += (y - H @ s) @ control
